@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run one Molecule scenario on one distro; on failure, print why before the containers go.
+#   usage: molecule_scenario.sh SCENARIO DISTRO
+set -uo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+scenario=$1
+distro=$2
+export MOLECULE_DISTRO=$distro
+case "$distro" in
+  debian12) export TASKSTACK_PYTAG=311 ;;
+  debian13) export TASKSTACK_PYTAG=313 ;;
+esac
+cd "$TASKSTACK_ROOT" || exit 1
+log=$TASKSTACK_ROOT/.cache/logs/molecule-$scenario-$distro.log
+mkdir -p "$(dirname "$log")"
+
+molecule test -s "$scenario" --destroy never >"$log" 2>&1
+rc=$?
+if [[ $rc -ne 0 ]]; then
+  echo "---- molecule $scenario on $distro FAILED (exit $rc); full log: $log"
+  echo "---- failed steps, tasks and tests:"
+  grep -E 'Executed: Failed|fatal:|FAILED|failed=[1-9]|ERROR|AssertionError|assert |CRITICAL' "$log" \
+    | grep -v 'RETRYING' | tail -n 40
+  echo "---- last 80 lines of the log:"
+  tail -n 80 "$log"
+  for c in $(docker ps -a --filter "name=taskstack-$scenario-$distro" --format '{{.Names}}'); do
+    echo "---- $c: systemctl --failed and the journal's last 60 lines"
+    docker exec "$c" systemctl --failed --no-pager 2>&1 | tail -n 20
+    docker exec "$c" journalctl --no-pager -n 60 2>&1
+  done
+else
+  grep -E '(converge|idempotence|verify).*Executed|passed|failed' "$log" | tail -n 8
+fi
+molecule destroy -s "$scenario" >>"$log" 2>&1 || true
+exit "$rc"

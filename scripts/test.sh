@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite: toolchain, testbed, lint, unit tests, every Molecule scenario.
+# This is what `make test` and CI (.ci/run) run. Each stage prints its duration; the suite
+# prints a table and a total at the end and exits non-zero if any stage failed.
+#   TASKSTACK_SCENARIOS="smoke redis"   run only these scenarios
+#   TASKSTACK_DISTROS="debian12"        run only on these distros
+set -uo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$TASKSTACK_ROOT" || exit 1
+
+stage "toolchain (.venv)" scripts/testbed/venv.sh || { stage_summary; exit 1; }
+stage "docker engine" scripts/testbed/ensure_docker.sh || { stage_summary; exit 1; }
+stage "test images" scripts/testbed/build_images.sh debian12 debian13 || { stage_summary; exit 1; }
+stage "wheelhouse" scripts/testbed/build_wheelhouse.sh || { stage_summary; exit 1; }
+stage "lint" scripts/lint.sh
+stage "unit tests" python -m pytest -q -p no:cacheprovider tests/unit
+
+while read -r scenario distros; do
+  [[ -z $scenario || $scenario == \#* ]] && continue
+  if [[ -n ${TASKSTACK_SCENARIOS:-} && " $TASKSTACK_SCENARIOS " != *" $scenario "* ]]; then
+    continue
+  fi
+  for distro in $distros; do
+    if [[ -n ${TASKSTACK_DISTROS:-} && " $TASKSTACK_DISTROS " != *" $distro "* ]]; then
+      continue
+    fi
+    stage "molecule $scenario ($distro)" scripts/molecule_scenario.sh "$scenario" "$distro"
+  done
+done < tests/molecule-matrix.txt
+
+stage_summary
