@@ -22,7 +22,7 @@ if [[ $rc -ne 0 ]]; then
   echo "---- molecule $scenario on $distro FAILED (exit $rc); full log: $log"
   echo "---- failed steps, tasks and tests:"
   grep -E 'Executed: Failed|fatal:|FAILED|failed=[1-9]|ERROR|AssertionError|assert |CRITICAL' "$log" \
-    | grep -v 'RETRYING' | tail -n 40
+    | grep -vE 'RETRYING|glob failed' | tail -n 40
   echo "---- last 80 lines of the log:"
   tail -n 80 "$log"
   for c in $(docker ps -a --filter "name=taskstack-$scenario-$distro" --format '{{.Names}}'); do

@@ -16,7 +16,8 @@ if [[ -x $venv/bin/python && -f $venv/.stamp && $(cat "$venv/.stamp") == "$stamp
   exit 0
 fi
 
-python=${PYTHON:-python3}
+# The interpreter that creates the venv must not be the venv's own (it is about to go).
+python=${PYTHON:-$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vx "$venv/bin" | paste -sd:) command -v python3)}
 if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepip' 2>/dev/null; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     log "installing python3-venv"
@@ -35,4 +36,4 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" -c "$cons" \
   2> >(grep -v "^WARNING: Location 'file:" >&2)
 echo "$stamp" > "$venv/.stamp"
-log "installed: $("$venv/bin/ansible" --version | head -n1), $("$venv/bin/molecule" --version | head -n1)"
+log "installed: $(PATH="$venv/bin:$PATH" ansible --version | head -n1), $(PATH="$venv/bin:$PATH" molecule --version 2>/dev/null | head -n1)"
