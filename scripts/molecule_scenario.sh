@@ -21,12 +21,14 @@ rc=$?
 if [[ $rc -ne 0 ]]; then
   echo "---- molecule $scenario on $distro FAILED (exit $rc); full log: $log"
   echo "---- failed steps, tasks and tests:"
-  grep -E 'Executed: Failed|fatal:|FAILED|failed=[1-9]|ERROR|AssertionError|assert |CRITICAL' "$log" \
+  grep -E 'Executed: Failed|fatal:|FAILED|failed=[1-9]|ERROR|AssertionError|assert |CRITICAL|^\*  => ' "$log" \
     | grep -vE 'RETRYING|glob failed' | tail -n 40
   echo "---- last 80 lines of the log:"
   tail -n 80 "$log"
   for c in $(docker ps -a --filter "name=taskstack-$scenario-$distro" --format '{{.Names}}'); do
-    echo "---- $c: systemctl --failed and the journal's last 60 lines"
+    echo "---- $c: container state, its own output, systemctl --failed, the journal's last 60 lines"
+    docker inspect --format '{{.State.Status}} (exit {{.State.ExitCode}})' "$c"
+    docker logs --tail 20 "$c" 2>&1
     docker exec "$c" systemctl --failed --no-pager 2>&1 | tail -n 20
     docker exec "$c" journalctl --no-pager -n 60 2>&1
   done

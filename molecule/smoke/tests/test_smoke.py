@@ -10,6 +10,16 @@ def test_systemd_is_pid1_and_running(host):
     failed = host.run("systemctl --failed --no-legend --plain").stdout
     assert state == "running", f"systemd is {state!r}; failed units:\n{failed}"
 
+def test_systemd_runs_a_hardened_unit(host):
+    # The collection's units use PrivateTmp/ProtectSystem: systemd must be able to set up
+    # their namespaces here (it cannot without CAP_SYS_ADMIN: status=226/NAMESPACE).
+    unit = host.run(
+        "systemd-run --wait --quiet -p PrivateTmp=yes -p ProtectSystem=strict"
+        " -p NoNewPrivileges=yes -p DynamicUser=yes /bin/true"
+    )
+    assert unit.rc == 0, f"hardened transient unit failed: rc={unit.rc} {unit.stderr}"
+
+
 def test_celery_system_user_cannot_log_in(host):
     user = host.user("celery")
     assert user.exists
