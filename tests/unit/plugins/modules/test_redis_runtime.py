@@ -1,0 +1,156 @@
+"""redis_runtime: value comparison, the safe AOF switch and the runtime/restart split."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.taskstack.celery.plugins.module_utils.redis_protocol import RedisError
+from ansible_collections.taskstack.celery.plugins.modules.redis_runtime import (
+    Runtime,
+    normalize,
+    same_value,
+)
+
+
+class FakeServer:
+    """Answers INFO persistence from a script of states; records every other command."""
+
+    def __init__(self, states, config=None, immutable=()):
+        self.states = list(states)
+        self.config = dict(config or {})
+        self.immutable = set(immutable)
+        self.commands = []
+
+    def info(self, section=None):
+        state = self.states[0]
+        if len(self.states) > 1:
+            self.states.pop(0)
+        return dict(state)
+
+    def execute(self, *args):
+        self.commands.append(args)
+        if args[:2] == ("CONFIG", "GET"):
+            name = args[2]
+            return [name.encode(), self.config[name].encode()] if name in self.config else []
+        if args[:2] == ("CONFIG", "SET"):
+            if args[2] in self.immutable:
+                raise RedisError("ERR CONFIG SET failed (possibly related to argument '%s') - can't set immutable config" % args[2])
+            self.config[args[2]] = args[3]
+        return "OK"
+
+
+IDLE_RDB_ONLY = {"aof_enabled": "0", "rdb_bgsave_in_progress": "0", "aof_rewrite_in_progress": "0",
+                 "aof_rewrite_scheduled": "0", "aof_last_bgrewrite_status": "ok", "rdb_last_save_time": "1",
+                 "rdb_last_bgsave_status": "ok"}
+
+
+def state(**changes):
+    return {**IDLE_RDB_ONLY, **changes}
+
+
+def runtime(server, timeout=5):
+    clock = iter(range(10 ** 6))
+    return Runtime(server, timeout, sleep=lambda s: None, clock=lambda: next(clock) * 0.01)
+
+
+@pytest.mark.parametrize(
+    ("desired", "live"),
+    [
+        (True, "yes"),
+        (False, "no"),
+        ("12gb", str(12 * 1024 ** 3)),
+        ("64mb", "67108864"),
+        ("1k", "1000"),
+        (["900 1", "300 10"], "900 1 300 10"),
+        ('"appendonly.aof"', "appendonly.aof"),
+        ("127.0.0.1  -::1", "127.0.0.1 -::1"),
+        ("", ""),
+        ("everysec", "everysec"),
+    ],
+)
+def test_desired_value_matches_what_config_get_answers(desired, live):
+    assert same_value(desired, live)
+
+
+@pytest.mark.parametrize(("desired", "live"), [("1gb", "1000000000"), ("everysec", "always"), ("", "900 1")])
+def test_different_values_are_told_apart(desired, live):
+    assert not same_value(desired, live)
+
+
+def test_normalize_writes_booleans_the_redis_way():
+    assert normalize(True) == "yes"
+
+
+def test_enabling_aof_waits_for_a_rewrite_scheduled_behind_a_bgsave():
+    server = FakeServer([
+        state(),  # before: AOF off
+        state(aof_enabled="1", rdb_bgsave_in_progress="1", aof_rewrite_scheduled="1"),
+        state(aof_enabled="1", rdb_bgsave_in_progress="1", aof_rewrite_scheduled="1"),
+        state(aof_enabled="1", aof_rewrite_in_progress="1"),
+        state(aof_enabled="1"),
+    ])
+    assert runtime(server).switch_appendonly(True, check_mode=False) is True
+    assert ("CONFIG", "SET", "appendonly", "yes") in server.commands
+    assert server.states == [state(aof_enabled="1")], "returned before the rewrite finished"
+
+
+def test_failed_rewrite_is_an_error_not_a_success():
+    server = FakeServer([state(), state(aof_enabled="1", aof_last_bgrewrite_status="err")])
+    with pytest.raises(RuntimeError, match="did not succeed"):
+        runtime(server).switch_appendonly(True, check_mode=False)
+
+
+def test_rewrite_that_never_ends_times_out():
+    server = FakeServer([state(), state(aof_enabled="1", aof_rewrite_in_progress="1")])
+    with pytest.raises(TimeoutError):
+        runtime(server, timeout=1).switch_appendonly(True, check_mode=False)
+
+
+def test_aof_already_on_is_left_alone():
+    server = FakeServer([state(aof_enabled="1")])
+    assert runtime(server).switch_appendonly(True, check_mode=False) is False
+    assert server.commands == []
+
+
+def test_check_mode_reports_the_switch_without_making_it():
+    server = FakeServer([state()])
+    assert runtime(server).switch_appendonly(True, check_mode=True) is True
+    assert server.commands == []
+
+
+def test_disabling_aof_saves_a_fresh_rdb_first():
+    server = FakeServer([
+        state(aof_enabled="1"),
+        state(),  # idle after CONFIG SET appendonly no
+        state(),  # rdb_last_save_time read before BGSAVE
+        state(rdb_bgsave_in_progress="1"),
+        state(rdb_last_save_time="2"),
+    ])
+    assert runtime(server).switch_appendonly(False, check_mode=False) is True
+    assert server.commands == [("CONFIG", "SET", "appendonly", "no"), ("BGSAVE",)]
+
+
+def test_runtime_settings_are_set_and_fixed_ones_only_reported():
+    server = FakeServer(
+        [state()],
+        config={"maxmemory": "0", "appendfsync": "everysec", "databases": "16", "dir": "/var/lib/redis",
+                "io-threads": "1"},
+        immutable={"io-threads"},
+    )
+    changed, reasons = runtime(server).apply_config(
+        {"maxmemory": "1gb", "appendfsync": "everysec", "databases": 32, "dir": "/srv/redis",
+         "io-threads": 4, "no-such-directive": "x"},
+        restart_only=["databases"],
+        check_mode=False,
+    )
+    assert changed == ["maxmemory"]
+    assert server.config["maxmemory"] == "1gb"
+    assert [r.split(":")[0] for r in reasons] == ["databases", "dir", "io-threads", "no-such-directive"]
+    assert server.config["databases"] == "16" and server.config["dir"] == "/var/lib/redis"
+
+
+def test_check_mode_sets_nothing():
+    server = FakeServer([state()], config={"maxmemory": "0"})
+    changed, reasons = runtime(server).apply_config({"maxmemory": "1gb"}, [], check_mode=True)
+    assert (changed, reasons) == (["maxmemory"], [])
+    assert server.config["maxmemory"] == "0"
