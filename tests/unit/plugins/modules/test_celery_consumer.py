@@ -125,9 +125,13 @@ def test_error_reply_from_the_worker_fails(target, worker, capsys):
     assert result["failed"] is True and "add_consumer mail: done" in result["msg"]
 
 
-def test_lost_reply_but_visible_change_succeeds_with_a_warning(target, worker, capsys):
+def test_lost_reply_but_visible_change_succeeds_with_a_warning(target, worker, capsys, monkeypatch):
+    # Where warnings go depends on whether controller code was imported in this process, so
+    # record the call itself.
+    warned = []
+    monkeypatch.setattr(celery_consumer.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
     worker(["mail"], reply=None)
     result = run_module(dict(target, queues=["mail"], state="absent"), capsys)
     assert result.get("failed") is not True
     assert result["queues_after"] == []
-    assert "did not reply" in json.dumps(result["warnings"])
+    assert any("did not reply to cancel_consumer mail" in w for w in warned)
