@@ -343,6 +343,15 @@ def main() -> None:
                     raise
                 result["restart_required"] = True
                 result["restart_reasons"].append("aclfile: the live server has none")
+            except OSError:
+                # Redis disconnects the clients of the users it reloaded, this one included,
+                # sometimes before the reply arrives. The reconnect below tells whether the
+                # new file took: its admin user must authenticate.
+                result["changed"] = True
+            # Either way this connection belongs to a user that no longer exists.
+            conn.close()
+            conn = connect(p)
+            runtime.conn = conn
         elif p["acl_load"]:
             result["changed"] = True
         if p["wait_for_idle"] and not module.check_mode:

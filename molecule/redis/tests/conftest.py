@@ -209,3 +209,36 @@ def naive_redis():
 def write_naive_config(config: str) -> None:
     base = f"port {NAIVE_PORT}\nbind 127.0.0.1\ndir /var/lib/taskstack-naive\nlogfile \"\"\n"
     docker_exec("sh", "-c", "cat > /etc/taskstack-naive/redis.conf", stdin=base + config)
+
+
+SAMPLER = r'''
+import os, time
+seen = set()
+with open("/root/taskstack-cmdlines.log", "a") as out:
+    while True:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if cmdline not in seen:
+                seen.add(cmdline)
+                out.write(cmdline.replace(b"\0", b" ").decode("utf-8", "replace") + "\n")
+                out.flush()
+        time.sleep(0.01)
+'''
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cmdline_sampler():
+    """Record every distinct command line in the container while the tests converge, restart
+    and crash Redis; test_secrets searches the record for the passwords."""
+    docker_exec("sh", "-c", "cat > /root/taskstack-cmdline-sampler.py; rm -f /root/taskstack-cmdlines.log",
+                stdin=SAMPLER)
+    sh("systemctl stop taskstack-cmdline-sampler 2>/dev/null; systemctl reset-failed taskstack-cmdline-sampler "
+       "2>/dev/null; systemd-run --unit=taskstack-cmdline-sampler python3 /root/taskstack-cmdline-sampler.py")
+    yield
+    sh("systemctl stop taskstack-cmdline-sampler", check=False)
