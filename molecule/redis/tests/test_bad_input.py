@@ -32,10 +32,3 @@ def test_bad_input_fails_in_preflight_and_changes_nothing(extra_vars, variable):
     assert "preflight" in run.output.lower() or "Check" in failed_task or "Refuse" in failed_task
     assert variable in run.output.split("fatal:", 1)[1]
     assert snapshot() == before
-
-
-def test_plaintext_remote_bind_is_accepted_only_when_asked_for(capsys):
-    """The opt-in exists: check mode with it passes preflight (nothing is changed)."""
-    run = run_playbook("--check", extra_vars={"redis_bind": ["127.0.0.1", "0.0.0.0"],
-                                              "redis_allow_plaintext_remote": True})
-    assert run.rc == 0, run.output[-3000:]
