@@ -89,3 +89,25 @@ def test_role_enables_aof_with_a_bgsave_running_and_loses_nothing():
     print(f"after kill -9: present={admin.llen(QUEUE)}")
     assert admin.llen(QUEUE) == N
     cleanup(admin)
+
+
+def test_role_migrates_a_stopped_rdb_only_server_without_loss():
+    """A stopped server whose queue is only in dump.rdb would start EMPTY on appendonly yes:
+    the role starts it on its old configuration first and switches it at runtime."""
+    admin = rdb_only_role_server()
+    admin.delete(QUEUE)
+    for start in range(0, N, 1000):
+        admin.rpush(QUEUE, *range(start + 1, start + 1001))
+    sh("systemctl stop redis-server")  # shutdown saves dump.rdb
+    run = run_playbook()
+    assert run.rc == 0, run.output[-3000:]
+    assert "Start a stopped server on its current configuration" in run.output
+    admin = client("admin")
+    wait_ready(admin)
+    print(f"stopped RDB-only server after converge: queued={N} present={admin.llen(QUEUE)} "
+          f"aof_enabled={admin.info('persistence')['aof_enabled']}")
+    assert admin.llen(QUEUE) == N and admin.info("persistence")["aof_enabled"] == 1
+    sh("systemctl restart redis-server")
+    wait_ready(admin)
+    assert admin.llen(QUEUE) == N
+    admin.delete(QUEUE)
