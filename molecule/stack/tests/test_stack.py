@@ -1,0 +1,364 @@
+"""The whole stack from taskstack.celery.site on one bare host: it works, it is locked down, and
+changing it never kills a running task.
+
+Counts are printed (pytest -s); the restart tests each come with the naive variant they guard
+against, kept in the suite to show the harness sees the loss.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from stacklib import (
+    app_json,
+    connection_vars,
+    converge,
+    converge_in_background,
+    credential,
+    state_snapshot,
+    wait_for,
+    write_inventory,
+)
+
+APP_UNITS = [
+    "celery-demo-worker@default-blue.service",
+    "celery-demo-worker@slow-blue.service",
+    "celery-demo-beat.service",
+    "celery-demo-flower.service",
+]
+CONFIG_FILES = [
+    "/etc/celery/demo.env",
+    "/etc/celery/demo-flower.env",
+    "/etc/systemd/system/celery-demo-worker@.service",
+    "/etc/systemd/system/celery-demo-worker@default-blue.service.d/pool.conf",
+    "/etc/systemd/system/celery-demo-worker@slow-blue.service.d/pool.conf",
+    "/etc/systemd/system/celery-demo-beat.service",
+    "/etc/systemd/system/celery-demo-flower.service",
+    "/etc/redis/redis.conf",
+]
+FLOWER = "http://127.0.0.1:5555"
+
+
+@pytest.fixture(scope="module")
+def host_name(host):
+    return host.backend.host
+
+
+def inspect(host, what: str, node: str | None = None) -> dict:
+    dest = f"destination=[{node!r}], " if node else ""
+    return app_json(host, f"""
+import json
+from demo.app import app
+print(json.dumps(app.control.inspect({dest}timeout=3).{what}() or {{}}))
+""")
+
+
+def answered_by_all(replies: dict, names) -> dict | None:
+    """The replies, once every node named has answered (None before: keep waiting)."""
+    return replies if set(names) <= set(replies) else None
+
+
+def nodes(host_name: str) -> dict[str, str]:
+    return {pool: f"{pool}-blue@{host_name}" for pool in ("default", "slow")}
+
+
+# --- it works ---------------------------------------------------------------------------
+
+def test_task_sent_by_a_client_runs_and_its_result_is_read_back(host):
+    result = app_json(host, """
+import json
+from demo.tasks import add
+print(json.dumps(add.delay(2, 40).get(timeout=30)))
+""")
+    assert result == 42
+
+
+def test_result_backend_is_a_separate_database_from_the_broker(host):
+    urls = app_json(host, """
+import json, os
+print(json.dumps([os.environ["CELERY_BROKER_URL"].rsplit("/", 1)[1],
+                  os.environ["CELERY_RESULT_BACKEND"].rsplit("/", 1)[1]]))
+""")
+    assert urls == ["0", "1"]
+
+
+def test_beat_fires_the_periodic_task(host):
+    count = """
+import json
+from demo.tasks import ledger
+print(json.dumps(ledger().llen("demo:ticks")))
+"""
+    before = app_json(host, count)
+    time.sleep(6)
+    after = app_json(host, count)
+    print(f"beat ticks: {before} -> {after} in 6 s (schedule: every 2 s)")
+    assert after - before >= 2
+
+
+def test_each_pool_consumes_only_its_own_queues(host, host_name):
+    n = nodes(host_name)
+    queues = wait_for(lambda: answered_by_all(inspect(host, "active_queues"), n.values()),
+                      30, what="both pools to answer")
+    assert sorted(queues) == sorted(n.values()), f"nodes answering: {sorted(queues)}"
+    assert [q["name"] for q in queues[n["default"]]] == ["celery"]
+    assert [q["name"] for q in queues[n["slow"]]] == ["slow"]
+
+
+def test_each_pool_runs_with_its_own_concurrency(host, host_name):
+    n = nodes(host_name)
+    stats = wait_for(lambda: answered_by_all(inspect(host, "stats"), n.values()),
+                     30, what="both pools to answer")
+    assert stats[n["default"]]["pool"]["max-concurrency"] == 2
+    assert stats[n["slow"]]["pool"]["max-concurrency"] == 1
+
+
+def test_worker_units_stop_warm_and_wait_past_the_time_limit(host):
+    for unit in APP_UNITS[:2]:
+        show = dict(
+            line.split("=", 1)
+            for line in host.run(f"systemctl show -p KillMode -p TimeoutStopUSec -p Type {unit}").stdout.split()
+        )
+        assert show["KillMode"] == "mixed", unit
+        assert show["Type"] == "simple", unit
+        # systemd prints e.g. "6min"; 300 s hard time limit + 60 s margin.
+        assert show["TimeoutStopUSec"] == "6min", unit
+
+
+# --- Flower ------------------------------------------------------------------------------
+
+def flower_get(path: str, auth: tuple[str, str] | None = None, base: str = FLOWER) -> tuple[int, bytes]:
+    request = urllib.request.Request(base + path)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, b""
+    except urllib.error.URLError:
+        return 0, b""
+
+
+def assert_flower_requires_auth(base: str, auth: tuple[str, str], worker: str) -> None:
+    """The check: no credentials -> 401, credentials -> 200 listing the worker."""
+    status, _ = flower_get("/api/workers", base=base)
+    assert status == 401, f"{base}/api/workers answered {status} without credentials"
+    status, body = flower_get("/api/workers?refresh=1", auth=auth, base=base)
+    assert status == 200
+    assert worker in json.loads(body)
+
+
+def test_flower_requires_authentication_and_lists_the_workers(host_name):
+    password = credential(host_name, "flower_admin_password")
+    wait_for(lambda: flower_get("/healthcheck")[0] in (200, 401), 30, what="Flower to answer")
+    assert_flower_requires_auth(FLOWER, ("admin", password), nodes(host_name)["default"])
+
+
+def test_flower_check_fails_against_an_unauthenticated_api(host, host_name):
+    """Negative check: the same check against a Flower started the insecure way, without basic
+    auth and with FLOWER_UNAUTHENTICATED_API=true (which Flower honours only when no auth is set)."""
+    password = credential(host_name, "flower_admin_password")
+    cleanup = "systemctl stop flower-unauthenticated.service; systemctl reset-failed flower-unauthenticated.service"
+    host.run(cleanup)
+    started = host.run(
+        "systemd-run --unit flower-unauthenticated -p User=flower -p SupplementaryGroups=celery"
+        " -p EnvironmentFile=/etc/celery/demo.env"
+        " -E FLOWER_UNAUTHENTICATED_API=true -p WorkingDirectory=/srv/celery/app"
+        " /opt/celery/venv/bin/celery --app=demo.app flower --port=5556"
+    )
+    assert started.rc == 0, started.stderr
+    try:
+        base = "http://127.0.0.1:5556"
+        wait_for(lambda: flower_get("/healthcheck", base=base)[0] in (200, 401), 30, what="the unauthenticated Flower")
+        with pytest.raises(AssertionError, match="without credentials"):
+            assert_flower_requires_auth(base, ("admin", password), nodes(host_name)["default"])
+    finally:
+        host.run(cleanup)
+
+
+def test_flower_listens_on_loopback_only(host):
+    listeners = host.run("ss -Htlnp 'sport = :5555'").stdout.split("\n")
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listeners if line.strip()}
+    assert addresses == {"127.0.0.1"}
+
+
+# --- least privilege and secrets ---------------------------------------------------------
+
+def test_services_run_as_their_own_unprivileged_users(host):
+    users = {}
+    for unit in APP_UNITS:
+        pid = host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+        users[unit] = host.run(f"ps -o user= -p {pid}").stdout.strip()
+    assert users == {
+        APP_UNITS[0]: "celery",
+        APP_UNITS[1]: "celery",
+        APP_UNITS[2]: "celery",
+        APP_UNITS[3]: "flower",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "group", "mode"),
+    [
+        ("/etc/celery/demo.env", "root", "celery", 0o640),
+        ("/etc/celery/demo-flower.env", "root", "flower", 0o640),
+        ("/etc/celery", "root", "celery", 0o750),
+        ("/opt/celery/venv/bin/celery", "root", "root", 0o755),
+    ],
+)
+def test_secret_and_code_files_are_not_writable_or_readable_by_others(host, path, owner, group, mode):
+    f = host.file(path)
+    assert (f.user, f.group, f.mode) == (owner, group, mode)
+
+
+def test_generated_secrets_are_private_on_the_controller(host_name):
+    from stacklib import inventory_dir
+
+    for name in ("redis_celery_password", "flower_admin_password"):
+        path = inventory_dir() / "credentials" / host_name / name
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+def secrets(host_name: str) -> dict[str, str]:
+    names = ("redis_celery_password", "redis_admin_password", "redis_monitor_password", "flower_admin_password")
+    return {name: credential(host_name, name) for name in names}
+
+
+def test_no_secret_in_diff_or_verbose_output_journal_or_command_lines(host, host_name):
+    run = converge("--diff", "-vvv")
+    assert run.rc == 0, run.output[-3000:]
+    journal = host.run("journalctl --no-pager -o cat").stdout
+    cmdlines = host.run(r"for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < $f 2>/dev/null; echo; done").stdout
+    hits = {
+        name: [where for where, text in (("playbook output", run.output), ("journal", journal),
+                                         ("command lines", cmdlines)) if value in text]
+        for name, value in secrets(host_name).items()
+    }
+    print(f"secret hits: {hits} (output {len(run.output)} chars, journal {len(journal)} chars)")
+    assert all(not where for where in hits.values()), hits
+
+
+# --- bad input: clear error before anything changes --------------------------------------
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"celery_app": "demo.nonexistent"}, "cannot be loaded"),
+        ({"celery_app": ""}, "celery_app must be the value of `celery -A`"),
+        ({"celery_worker_time_limit": 4000}, "visibility_timeout"),
+        ({"celery_worker_concurrency": 0}, "Concurrency of pool"),
+        ({"flower_address": "0.0.0.0"}, "flower_allow_remote"),
+    ],
+    ids=["unimportable-app", "missing-app", "time-limit-above-visibility-timeout", "zero-concurrency",
+         "flower-on-all-addresses"],
+)
+def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, extra_vars, message):
+    before = state_snapshot(host, CONFIG_FILES, APP_UNITS)
+    run = converge(extra_vars=extra_vars)
+    after = state_snapshot(host, CONFIG_FILES, APP_UNITS)
+    assert run.rc != 0
+    assert message in run.output, run.output[-2000:]
+    assert run.changed() == 0, run.recap()
+    assert after == before
+
+
+def test_two_beat_hosts_are_refused_before_anything_changes(host, host_name):
+    # A second inventory name for the same container, in celery_beat.
+    extra = write_inventory({"celery_beat": {"hosts": {"second-beat": connection_vars(host_name)}}})
+    before = state_snapshot(host, CONFIG_FILES, APP_UNITS)
+    run = converge(inventories=[extra])
+    assert run.rc != 0
+    assert "The celery_beat group holds 2 hosts" in run.output, run.output[-2000:]
+    assert run.changed() == 0, run.recap()
+    assert state_snapshot(host, CONFIG_FILES, APP_UNITS) == before
+
+
+# --- changing concurrency under load -----------------------------------------------------
+
+def unit_times(host, unit: str) -> dict[str, float]:
+    """When the unit last began to stop (ActiveExit) and finished stopping (InactiveEnter)."""
+    out = host.run(
+        f"systemctl show --timestamp=unix -p ActiveExitTimestamp -p InactiveEnterTimestamp {unit}"
+    ).stdout
+    return {k: float(v.lstrip("@") or 0) for k, v in (line.split("=", 1) for line in out.split())}
+
+
+def run_task_across(host, extra_vars: dict) -> dict:
+    """The harness: a task is running when the re-converge with `extra_vars` restarts its pool.
+
+    The task (demo.tasks.hold) runs until released. Once the worker's stop has begun, it is kept
+    running 3 s more, then released. Returns how often it started and finished, whether the stop
+    began while it ran, and whether the stop waited for it to finish."""
+    unit = "celery-demo-worker@default-blue.service"
+    job = uuid.uuid4().hex
+    app_json(host, f"""
+import json
+from demo.tasks import hold
+print(json.dumps(hold.apply_async(({job!r}, 300), queue="celery").id))
+""")
+    ledger = f"""
+import json
+from demo.tasks import ledger
+db = ledger()
+print(json.dumps([[float(s.split()[0]) for s in db.lrange(key, 0, -1)]
+                  for key in ("demo:started:{job}", "demo:finished:{job}")]))
+"""
+    wait_for(lambda: app_json(host, ledger)[0], 30, what="the task to start")
+    stop_before = unit_times(host, unit)["ActiveExitTimestamp"]
+    playbook = converge_in_background(extra_vars=extra_vars)
+    try:
+        wait_for(lambda: unit_times(host, unit)["ActiveExitTimestamp"] != stop_before
+                 or playbook.poll() is not None, 600, interval=0.3, what="the worker's stop to begin")
+        time.sleep(3)
+    finally:
+        app_json(host, f"""
+import json
+from demo.tasks import ledger
+print(json.dumps(ledger().set("demo:release:{job}", 1)))
+""")
+        output = playbook.communicate(timeout=600)[0]
+    assert playbook.returncode == 0, output[-3000:]
+    # A killed task is redelivered and runs again: wait for a finish, then for the dust.
+    wait_for(lambda: app_json(host, ledger)[1], 60, what="the task to finish")
+    time.sleep(3)
+    starts, finishes = app_json(host, ledger)
+    stop = unit_times(host, unit)
+    return {
+        "started": len(starts),
+        "finished": len(finishes),
+        "stop_began_while_running": starts[0] < stop["ActiveExitTimestamp"] < finishes[-1],
+        "stop_waited_for_the_task": stop["InactiveEnterTimestamp"] >= finishes[0],
+    }
+
+
+def test_changing_concurrency_restarts_warm_and_the_running_task_completes_once(host, host_name):
+    slow_pid = host.run("systemctl show -p MainPID --value celery-demo-worker@slow-blue.service").stdout
+    counts = run_task_across(host, {"celery_worker_concurrency": 3})
+    print(f"long task across the concurrency change: {counts}")
+    assert counts == {"started": 1, "finished": 1, "stop_began_while_running": True,
+                      "stop_waited_for_the_task": True}
+    node = nodes(host_name)["default"]
+    stats = wait_for(lambda: inspect(host, "stats", node), 30, what=f"{node} to answer")
+    assert stats[nodes(host_name)["default"]]["pool"]["max-concurrency"] == 3
+    # The slow pool sets its own concurrency: it was not restarted.
+    assert host.run("systemctl show -p MainPID --value celery-demo-worker@slow-blue.service").stdout == slow_pid
+
+
+def test_naive_unit_with_default_killmode_loses_or_repeats_the_task(host):
+    """Negative check: the same change against systemd's default KillMode=control-group."""
+    dropin = "/etc/systemd/system/celery-demo-worker@.service.d/zz-naive-killmode.conf"
+    host.run(f"printf '[Service]\\nKillMode=control-group\\n' > {dropin} && systemctl daemon-reload")
+    try:
+        counts = run_task_across(host, {"celery_worker_concurrency": 4})
+        print(f"long task across the same change with KillMode=control-group: {counts}")
+        assert counts["stop_began_while_running"], "the restart missed the task: proves nothing"
+        assert (counts["started"], counts["finished"]) != (1, 1), "the harness did not see the killed task"
+    finally:
+        host.run(f"rm -f {dropin} && systemctl daemon-reload")

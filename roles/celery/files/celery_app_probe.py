@@ -1,0 +1,56 @@
+"""Load a Celery app the way `celery -A` does and print its delivery settings as JSON.
+
+usage: python -c "$(cat celery_app_probe.py)" APP APP_DIR < ENVIRONMENT_FILE
+(run with the app's virtualenv python). The app's environment file comes on stdin, so that no
+secret is ever on a command line. Exit 1 with a one-line reason when the app cannot be loaded.
+"""
+
+import json
+import os
+import sys
+
+
+def read_env_file(stream):
+    """The KEY="value" lines the celery role writes (double quotes, \\ and \" escaped)."""
+    env = {}
+    for raw in stream:
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        env[key.strip()] = value
+    return env
+
+
+def main(argv):
+    app_name, app_dir = argv[1:3]
+    os.environ.update(read_env_file(sys.stdin))
+    sys.path.insert(0, app_dir)
+    try:
+        from celery.app.utils import find_app
+
+        app = find_app(app_name)
+        app.loader.import_default_modules()
+    except Exception as exc:  # the reason is the message the user needs
+        print(f"{type(exc).__name__}: {exc}")
+        return 1
+    conf = app.conf
+    transport = conf.broker_transport_options or {}
+    expires = conf.result_expires
+    print(json.dumps({
+        "main": app.main,
+        "visibility_timeout": transport.get("visibility_timeout", 3600),
+        "result_expires": expires.total_seconds() if hasattr(expires, "total_seconds") else expires,
+        "task_acks_late": bool(conf.task_acks_late),
+        "task_reject_on_worker_lost": bool(conf.task_reject_on_worker_lost),
+        "worker_prefetch_multiplier": conf.worker_prefetch_multiplier,
+        "tasks": sorted(name for name in app.tasks if not name.startswith("celery.")),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

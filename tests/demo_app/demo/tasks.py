@@ -1,0 +1,68 @@
+"""Tasks that record what happened to them in a ledger (Redis database 2 of the broker).
+
+Each `work` run appends "started" and "finished" entries under its job id, so a harness can count
+sent, completed, lost and run-twice without trusting Celery's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from demo.app import app
+
+LEDGER_DB = 2
+
+
+def ledger_url() -> str:
+    """The broker's Redis, database 2: same host and ACL user, separate from queues and results."""
+    parts = urlsplit(os.environ.get("DEMO_LEDGER_URL") or os.environ["CELERY_BROKER_URL"])
+    return urlunsplit(parts._replace(path=f"/{LEDGER_DB}"))
+
+
+def ledger() -> redis.Redis:
+    return redis.Redis.from_url(ledger_url())
+
+
+def _stamp(task) -> str:
+    return f"{time.time():.3f} {task.request.hostname or socket.gethostname()} {os.getpid()}"
+
+
+@app.task(bind=True)
+def work(self, job_id: str, seconds: float) -> str:
+    """Sleep `seconds`, recording start and finish under `job_id`."""
+    db = ledger()
+    db.rpush(f"demo:started:{job_id}", _stamp(self))
+    db.sadd("demo:jobs:started", job_id)
+    time.sleep(seconds)
+    db.rpush(f"demo:finished:{job_id}", _stamp(self))
+    db.sadd("demo:jobs:finished", job_id)
+    return job_id
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def tick() -> None:
+    """Fired by beat: proves the scheduler runs and how often."""
+    ledger().rpush("demo:ticks", f"{time.time():.3f}")
+
+
+@app.task(bind=True)
+def hold(self, job_id: str, max_seconds: float = 300) -> str:
+    """Run until the harness releases `job_id` (or max_seconds pass): a task that is certainly
+    running when a restart begins, however long the restart takes to come."""
+    db = ledger()
+    db.rpush(f"demo:started:{job_id}", _stamp(self))
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline and not db.exists(f"demo:release:{job_id}"):
+        time.sleep(0.2)
+    db.rpush(f"demo:finished:{job_id}", _stamp(self))
+    return job_id
