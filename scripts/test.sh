@@ -13,8 +13,11 @@ stage "toolchain (.venv)" scripts/testbed/venv.sh || { stage_summary; exit 1; }
 stage "docker engine" scripts/testbed/ensure_docker.sh || { stage_summary; exit 1; }
 stage "test images" scripts/testbed/build_images.sh debian12 debian13 || { stage_summary; exit 1; }
 stage "wheelhouse" scripts/testbed/build_wheelhouse.sh || { stage_summary; exit 1; }
+stage "host packages" scripts/testbed/host_packages.sh || { stage_summary; exit 1; }
 stage "lint" scripts/lint.sh
 stage "unit tests" python -m pytest -q -p no:cacheprovider tests/unit
+stage "integration tests (real Redis and worker on the host)" \
+  python -m pytest -q -p no:cacheprovider -rs tests/integration
 
 while read -r scenario distros; do
   [[ -z $scenario || $scenario == \#* ]] && continue

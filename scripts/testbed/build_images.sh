@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project_tag=${TASKSTACK_IMAGE_PREFIX:-taskstack-celery}
 # Packages the roles install: their .deb files are cached in the image, not installed.
-role_packages="redis-server redis-tools python3-venv python3-pip-whl python3-setuptools-whl acl"
+role_packages="redis-server redis-tools python3-venv python3-pip-whl python3-setuptools-whl python3-packaging acl"
 
 log() { printf '[build_images] %s\n' "$*" >&2; }
 
@@ -49,11 +49,14 @@ base_image() {
     echo "debian:${suite}"; return
   fi
   log "no registry answers: building ${own} from Debian's archive with debootstrap"
-  command -v debootstrap >/dev/null 2>&1 || {
-    [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || {
-      log "debootstrap is missing: install it (apt-get install debootstrap) and re-run"; exit 1; }
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+      log "debootstrap is missing: install it (apt-get install debootstrap) and re-run"
+      exit 1
+    fi
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-  }
+  fi
   local mirror rootfs
   mirror=$(apt_mirror)
   rootfs=$(mktemp -d /var/tmp/taskstack-rootfs.XXXXXX)
