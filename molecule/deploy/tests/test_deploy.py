@@ -32,8 +32,8 @@ LOCK = "/run/lock/taskstack-celery-deploy-demo.app"
 # Longer than the deploy takes to reach the drain plus a restart of the workers (about 25 s and
 # 20 s on this 2-core testbed): still running when the drain begins, so the drain waits for it.
 LONG_TASK_SECONDS = 40
-BASELINE_SECONDS = 15
-AFTER_SECONDS = 10
+BASELINE_SECONDS = 10
+AFTER_SECONDS = 6
 
 
 def deploy(*args: str, extra_vars: dict | None = None, timeout: int = 600) -> tuple[PlaybookRun, dict]:
@@ -290,3 +290,29 @@ print(json.dumps(hold.apply_async(({job!r}, 600), queue="celery").id))
     print(f"forced task: started {counts[0]}x, finished {counts[1]}x")
     assert counts == [2, 1]
     assert broker_state(host) == {"celery": 0, "slow": 0, "unacked": 0}
+
+
+def test_failed_code_update_gives_the_queues_back_and_fails_the_run(host, tmp_path):
+    """Rescue: the update fails after the drain cancelled the consumers. The nodes consume their
+    queues again, nothing was restarted, the lock is released and the run fails saying why."""
+    update = tmp_path / "update.yml"
+    update.write_text("---\n- name: Fetch the release that does not exist\n"
+                      "  ansible.builtin.fail:\n    msg: release 9.9.9 not found\n")
+    pids = main_pids(host)
+    run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(update), "celery_deploy_install": False})
+    queues = app_json(host, """
+import json
+from demo.app import app
+print(json.dumps({k: sorted(q["name"] for q in v)
+                  for k, v in (app.control.inspect(timeout=3).active_queues() or {}).items()}))
+""")
+    result = report.get("hosts", {}).get(host.backend.host, {})
+    print(f"failed update: rc={run.rc}, report result {report.get('result')}, message {result.get('message')!r},"
+          f" queues after {queues}")
+    assert run.rc != 0
+    assert "release 9.9.9 not found" in run.output
+    assert "Queues given back: ['default-blue@" in run.output
+    assert queues == {f"default-blue@{host.backend.host}": ["celery"], f"slow-blue@{host.backend.host}": ["slow"]}
+    assert main_pids(host) == pids
+    assert report["result"] == "failed" and result["failed"] is True
+    assert host.run(f"test -e {LOCK}").rc != 0, "the rescue left the lock behind"
