@@ -49,3 +49,18 @@ stage_summary() {
 }
 
 link_collection
+
+# quietly LOGNAME CMD...: run CMD with its output in .cache/logs/LOGNAME.log; show the log's
+# tail only when it fails.
+quietly() {
+  local log="$TASKSTACK_ROOT/.cache/logs/$1.log" rc
+  shift
+  mkdir -p "$(dirname "$log")"
+  "$@" >"$log" 2>&1
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "---- failed (exit $rc); last lines of $log:"
+    tail -n 40 "$log"
+  fi
+  return "$rc"
+}
