@@ -19,7 +19,8 @@ stage "unit tests" python -m pytest -q -p no:cacheprovider tests/unit
 stage "integration tests (real Redis and worker on the host)" \
   python -m pytest -q -p no:cacheprovider -rs tests/integration
 
-while read -r scenario distros; do
+# The matrix is read on fd 3: molecule and ansible read stdin and would eat its lines.
+while read -r scenario distros <&3; do
   [[ -z $scenario || $scenario == \#* ]] && continue
   if [[ -n ${TASKSTACK_SCENARIOS:-} && " $TASKSTACK_SCENARIOS " != *" $scenario "* ]]; then
     continue
@@ -28,8 +29,8 @@ while read -r scenario distros; do
     if [[ -n ${TASKSTACK_DISTROS:-} && " $TASKSTACK_DISTROS " != *" $distro "* ]]; then
       continue
     fi
-    stage "molecule $scenario ($distro)" scripts/molecule_scenario.sh "$scenario" "$distro"
+    stage "molecule $scenario ($distro)" scripts/molecule_scenario.sh "$scenario" "$distro" </dev/null
   done
-done < tests/molecule-matrix.txt
+done 3< tests/molecule-matrix.txt
 
 stage_summary
