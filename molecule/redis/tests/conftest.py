@@ -41,7 +41,7 @@ def credentials_dir() -> Path:
 
 
 def password(name: str) -> str:
-    return (credentials_dir() / name).read_text().strip()
+    return (credentials_dir() / f"{name}.txt").read_text().strip()
 
 
 def client(user: str | None = "admin", port: int = PORT, **kwargs) -> redis.Redis:

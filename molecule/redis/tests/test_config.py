@@ -8,7 +8,7 @@ import stat
 
 import pytest
 import redis
-from conftest import client, credentials_dir, PASSWORD_NAMES, PORT
+from conftest import client, credentials_dir, password, PASSWORD_NAMES, PORT
 
 UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
 
@@ -76,7 +76,7 @@ def test_files_holding_secrets_are_0640_root_redis(host, path):
 def test_acl_file_holds_hashes_not_passwords(host):
     acl = host.file("/etc/redis/users.acl").content_string
     for name in PASSWORD_NAMES:
-        assert (credentials_dir() / name).read_text().strip() not in acl
+        assert password(name) not in acl
     assert len(re.findall(r" #[0-9a-f]{64} ", acl)) == 3
     assert re.search(r"^user default reset off$", acl, re.M)
 
@@ -84,7 +84,7 @@ def test_acl_file_holds_hashes_not_passwords(host):
 def test_generated_passwords_are_0600_on_the_controller():
     assert stat.S_IMODE(credentials_dir().stat().st_mode) == 0o700
     for name in PASSWORD_NAMES:
-        path = credentials_dir() / name
+        path = credentials_dir() / f"{name}.txt"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert re.fullmatch(r"[A-Za-z0-9]{32}", path.read_text().strip())
 

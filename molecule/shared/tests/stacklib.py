@@ -26,7 +26,7 @@ def inventory_dir() -> Path:
 
 def credential(host_name: str, name: str) -> str:
     """A secret the roles generated and keep on the controller."""
-    return (inventory_dir() / "credentials" / host_name / name).read_text().strip()
+    return (inventory_dir() / "credentials" / host_name / f"{name}.txt").read_text().strip()
 
 
 @dataclass

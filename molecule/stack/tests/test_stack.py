@@ -222,8 +222,24 @@ def test_generated_secrets_are_private_on_the_controller(host_name):
     from stacklib import inventory_dir
 
     for name in ("redis_celery_password", "flower_admin_password"):
-        path = inventory_dir() / "credentials" / host_name / name
+        path = inventory_dir() / "credentials" / host_name / f"{name}.txt"
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+def test_a_directory_inventory_holding_the_generated_secrets_parses_to_the_same_hosts(host_name):
+    """Users pass `-i inventory/`: the password files under it must not become inventory."""
+    import subprocess
+
+    from stacklib import inventory_dir
+
+    assert list((inventory_dir() / "credentials" / host_name).glob("*.txt")), "no generated secrets"
+    proc = subprocess.run(["ansible-inventory", "-i", str(inventory_dir()), "--list"],
+                          capture_output=True, text=True, check=True)
+    groups = json.loads(proc.stdout)
+    hosts = {h for name, group in groups.items() if name != "_meta" for h in group.get("hosts", [])}
+    assert hosts == {host_name}, f"inventory hosts: {sorted(hosts)}\n{proc.stderr}"
+    for secret in secrets(host_name).values():
+        assert secret not in proc.stdout + proc.stderr
 
 
 def secrets(host_name: str) -> dict[str, str]:
