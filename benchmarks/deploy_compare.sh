@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # What a deploy costs under load, per way of restarting the workers, in one run: the deploy
 # scenario's container (molecule/deploy, Redis on 6381), the same producer load (3 tasks/s of
-# 0.1-4 s, some with a countdown, plus one 40 s task running when the deploy begins), then
-#   naive  systemctl restart with KillMode=control-group (what users do today)
-#   drain  taskstack.celery.deploy, drain strategy
+# 0.1-4 s, some with a countdown, plus one long task started before the no-deploy baseline and
+# still running when the deploy begins), then
+#   naive       systemctl restart with KillMode=control-group (what users do today)
+#   drain       taskstack.celery.deploy, drain strategy
+#   blue-green  taskstack.celery.deploy -e celery_deploy_strategy=blue_green
 # and prints for each: sent, lost, run twice, the longest pause between task starts during the
-# deploy against the no-deploy baseline, and how long the deploy took. Blue-green: not built yet.
+# deploy against the same run's no-deploy baseline, and how long the deploy took.
 # A benchmark, not a test: the figures depend on the machine; compare them within one run.
 #
 #   usage: benchmarks/deploy_compare.sh [debian12|debian13]
@@ -24,6 +26,7 @@ esac
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+bench_start=$SECONDS
 echo "converging the deploy scenario's container (about 4-5 min on 2 cores)..."
 molecule converge -s deploy >"$out/converge.log" 2>&1 || { tail -n 40 "$out/converge.log"; exit 1; }
 eph=$(find "$HOME/.ansible/tmp" -maxdepth 1 -name "molecule.*.deploy" | head -n 1)
@@ -31,7 +34,8 @@ host=taskstack-deploy-$MOLECULE_DISTRO
 
 (cd molecule/deploy && MOLECULE_EPHEMERAL_DIRECTORY=$eph ANSIBLE_CONFIG=$eph/ansible.cfg \
   python -m pytest -s -p no:cacheprovider --hosts="ansible://$host" --ansible-inventory="$eph/inventory" \
-  tests/test_deploy.py -k "naive_restart or drain_deploy_under_load") >"$out/bench.log" 2>&1
+  tests/test_deploy.py -k "naive_restart or drain_deploy_under_load or blue_green_deploy_under_load") \
+  >"$out/bench.log" 2>&1
 rc=$?
 
 python - "$out/bench.log" <<'PYEOF'
@@ -40,16 +44,18 @@ rows = {}
 for line in open(sys.argv[1]):
     m = re.match(r".*load across (\w+): (\{.*\})$", line.strip())
     if m:
-        rows[{"naive_restart": "naive restart", "drain_deploy": "drain"}.get(m.group(1), m.group(1))] = json.loads(m.group(2))
+        names = {"naive_restart": "naive restart", "drain_deploy": "drain", "blue_green_deploy": "blue-green"}
+        rows[names.get(m.group(1), m.group(1))] = json.loads(m.group(2))
 print(f"{'strategy':<14}{'sent':>6}{'lost':>6}{'twice':>7}{'ETA early':>11}{'baseline pause':>16}"
       f"{'deploy pause':>14}{'deploy s':>10}")
 for name, r in rows.items():
     print(f"{name:<14}{r['sent']:>6}{r['lost']:>6}{r['run_twice']:>7}{r['eta_early']:>11}"
           f"{r['baseline_pause']:>15.1f}s{r['action_pause']:>13.1f}s{r['action_seconds']:>9.1f}s")
-if len(rows) < 2:
+if len(rows) < 3:
     print("(a run did not finish: see the pytest output above)")
 PYEOF
 [[ $rc -eq 0 ]] || { echo "---- pytest output:"; tail -n 60 "$out/bench.log"; }
+echo "benchmark: $((SECONDS - bench_start)) s in all"
 if [[ ${BENCH_KEEP:-0} != 1 ]]; then
   molecule destroy -s deploy >/dev/null 2>&1 || true
 fi

@@ -33,9 +33,17 @@ def _stamp(task) -> str:
 
 
 @app.task(bind=True)
-def work(self, job_id: str, seconds: float) -> str:
-    """Sleep `seconds`, recording start and finish under `job_id`."""
+def work(self, job_id: str, seconds: float, retries: int = 0) -> str:
+    """Sleep `seconds`, recording start and finish under `job_id`.
+
+    With `retries`, the first `retries` attempts record themselves under demo:attempts:<job>
+    (as "<attempt number> <stamp>") and ask Celery to retry one second later
+    (`self.retry(countdown=1)`); only the last attempt runs and records start and finish. An
+    attempt number seen twice is an attempt that ran twice."""
     db = ledger()
+    if self.request.retries < retries:
+        db.rpush(f"demo:attempts:{job_id}", f"{self.request.retries} {_stamp(self)}")
+        raise self.retry(countdown=1, max_retries=retries)
     db.rpush(f"demo:started:{job_id}", _stamp(self))
     db.sadd("demo:jobs:started", job_id)
     time.sleep(seconds)
