@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +43,9 @@ CONFIG_FILES = [
     "/etc/systemd/system/celery-demo-flower.service",
     "/etc/redis/redis.conf",
 ]
-FLOWER = "http://127.0.0.1:5555"
+# molecule.yml sets flower_url_prefix: flower, as behind a reverse proxy.
+FLOWER_ROOT = "http://127.0.0.1:5555"
+FLOWER = f"{FLOWER_ROOT}/flower"
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,19 @@ def test_flower_requires_authentication_and_lists_the_workers(host_name):
     assert_flower_requires_auth(FLOWER, ("admin", password), nodes(host_name)["default"])
 
 
+def test_flower_answers_under_its_url_prefix_only(host_name):
+    """Behind a proxy that forwards /flower/, the bare paths are not Flower's: 404, even with
+    credentials, and the prefixed API is the one that lists the worker."""
+    auth = ("admin", credential(host_name, "flower_admin_password"))
+    wait_for(lambda: flower_get("/healthcheck")[0] in (200, 401), 30, what="Flower to answer")
+    for path in ("/api/workers", "/healthcheck", "/"):
+        status, _ = flower_get(path, auth=auth, base=FLOWER_ROOT)
+        assert status == 404, f"{FLOWER_ROOT}{path} answered {status}: the prefix is not applied"
+    status, body = flower_get("/api/workers", auth=auth)
+    assert status == 200
+    assert nodes(host_name)["default"] in json.loads(body)
+
+
 def test_flower_check_fails_against_an_unauthenticated_api(host, host_name):
     """Negative check: the same check against a Flower started the insecure way, without basic
     auth and with FLOWER_UNAUTHENTICATED_API=true (which Flower honours only when no auth is set)."""
@@ -218,6 +234,19 @@ def test_secret_and_code_files_are_not_writable_or_readable_by_others(host, path
     assert (f.user, f.group, f.mode) == (owner, group, mode)
 
 
+def test_units_are_sandboxed_per_systemd_analyze_security(host):
+    """systemd's own exposure score (0 = fully sandboxed, 10 = not at all) of every unit the
+    stack runs; README quotes these figures."""
+    exposure = {}
+    for unit in [*APP_UNITS, "redis-server.service"]:
+        out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", out)
+        assert match, f"no exposure level for {unit}:\n{out[-500:]}"
+        exposure[unit] = (float(match.group(1)), match.group(2))
+    print(f"systemd-analyze security exposure: {exposure}")
+    assert all(level <= 2.0 for level, _ in exposure.values()), exposure
+
+
 def test_generated_secrets_are_private_on_the_controller(host_name):
     from stacklib import inventory_dir
 
@@ -247,17 +276,67 @@ def secrets(host_name: str) -> dict[str, str]:
     return {name: credential(host_name, name) for name in names}
 
 
+def places_secrets_could_leak(host, playbook_output: str) -> dict[str, str]:
+    """The text of every place a secret must never appear: the playbook's output, the host's
+    journal and the command lines of every process running on it."""
+    return {
+        "playbook output": playbook_output,
+        "journal": host.run("journalctl --no-pager -o cat").stdout,
+        "command lines": host.run(
+            r"for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < $f 2>/dev/null; echo; done").stdout,
+    }
+
+
+def secret_hits(secret_values: dict[str, str], places: dict[str, str]) -> dict[str, list[str]]:
+    """For each secret, the places whose text holds it (empty lists: no leak)."""
+    return {name: [where for where, text in places.items() if value in text]
+            for name, value in secret_values.items()}
+
+
+def test_secret_scan_finds_a_deliberately_leaked_sample(host):
+    """Negative check: a random canary put in each place the scan reads (a playbook output, the
+    journal via logger, a running process's argv) must be reported in all three."""
+    canary = f"canary{uuid.uuid4().hex}"
+    unit = "taskstack-secret-canary"
+    host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}")
+    started = host.run(f"systemd-run --unit {unit} /bin/sh -c 'sleep 60' {canary}")
+    assert started.rc == 0, started.stderr
+    try:
+        assert host.run(f"logger -t {unit} 'leaked {canary}'").rc == 0
+
+        def reported_everywhere():
+            places = places_secrets_could_leak(host, f"ok: [host] => {{'password': '{canary}'}}")
+            hits = secret_hits({"canary": canary}, places)
+            return hits if len(hits["canary"]) == 3 else None
+
+        hits = wait_for(reported_everywhere, 10, what="the scan to report the canary in all three places")
+        print(f"canary hits: {hits}")
+    finally:
+        host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}")
+
+
+def task_statuses(output: str, task: str) -> list[str]:
+    """The status (ok, changed, skipping, ...) a playbook run printed for each run of a task,
+    by its name (site.yml's preflight play skips the same tasks once before they run)."""
+    return [match.group(1) if match else "?"
+            for match in (re.search(r"^(ok|changed|skipping|fatal|failed)\b", after, re.M)
+                          for after in output.split(f": {task}]")[1:])]
+
+
 def test_no_secret_in_diff_or_verbose_output_journal_or_command_lines(host, host_name):
+    # A rerun that rewrites nothing prints no diff: stale files make it rewrite both
+    # secret-bearing environment files, as the first run does (the services then restart).
+    for path in ("/etc/celery/demo.env", "/etc/celery/demo-flower.env"):
+        assert host.run(f"echo '# edited by hand' >> {path}").rc == 0
     run = converge("--diff", "-vvv")
     assert run.rc == 0, run.output[-3000:]
-    journal = host.run("journalctl --no-pager -o cat").stdout
-    cmdlines = host.run(r"for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < $f 2>/dev/null; echo; done").stdout
-    hits = {
-        name: [where for where, text in (("playbook output", run.output), ("journal", journal),
-                                         ("command lines", cmdlines)) if value in text]
-        for name, value in secrets(host_name).items()
-    }
-    print(f"secret hits: {hits} (output {len(run.output)} chars, journal {len(journal)} chars)")
+    for task in ("Write the app's environment file", "Write Flower's environment file"):
+        statuses = task_statuses(run.output, task)
+        assert "changed" in statuses, f"{task!r} did not rewrite its file: {statuses}"
+    places = places_secrets_could_leak(host, run.output)
+    hits = secret_hits(secrets(host_name), places)
+    print(f"secret hits: {hits} (output {len(places['playbook output'])} chars,"
+          f" journal {len(places['journal'])} chars)")
     assert all(not where for where in hits.values()), hits
 
 
@@ -271,9 +350,10 @@ def test_no_secret_in_diff_or_verbose_output_journal_or_command_lines(host, host
         ({"celery_worker_time_limit": 4000}, "visibility_timeout"),
         ({"celery_worker_concurrency": 0}, "Concurrency of pool"),
         ({"flower_address": "0.0.0.0"}, "flower_allow_remote"),
+        ({"flower_url_prefix": "flower 100%"}, "flower_url_prefix is 'flower 100%'"),
     ],
     ids=["unimportable-app", "missing-app", "time-limit-above-visibility-timeout", "zero-concurrency",
-         "flower-on-all-addresses"],
+         "flower-on-all-addresses", "url-prefix-with-space-and-percent"],
 )
 def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, extra_vars, message):
     before = state_snapshot(host, CONFIG_FILES, APP_UNITS)
