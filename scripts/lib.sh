@@ -29,11 +29,16 @@ stage() {
   start=$SECONDS
   "$@"
   rc=$?
-  STAGE_NAMES+=("$name")
-  STAGE_SECONDS+=($((SECONDS - start)))
-  STAGE_RESULTS+=("$([[ $rc -eq 0 ]] && echo ok || echo "FAILED (exit $rc)")")
-  printf '<== %s: %s in %d s\n' "$name" "${STAGE_RESULTS[-1]}" "${STAGE_SECONDS[-1]}"
+  record_stage "$name" "$rc" $((SECONDS - start))
   return "$rc"
+}
+
+# record_stage NAME RC SECONDS: remember a stage's result and print it.
+record_stage() {
+  STAGE_NAMES+=("$1")
+  STAGE_SECONDS+=("$3")
+  STAGE_RESULTS+=("$([[ $2 -eq 0 ]] && echo ok || echo "FAILED (exit $2)")")
+  printf '<== %s: %s in %d s\n' "$1" "${STAGE_RESULTS[-1]}" "$3"
 }
 
 stage_summary() {
@@ -45,6 +50,7 @@ stage_summary() {
     [[ ${STAGE_RESULTS[$i]} == ok ]] || failed=$((failed + 1))
   done
   printf '%-44s %8d  %s\n' "total" "$total" "$((${#STAGE_NAMES[@]} - failed)) passed, $failed failed"
+  printf '%-44s %8d  %s\n' "wall clock" "$SECONDS" "(scenarios run side by side)"
   [[ $failed -eq 0 ]]
 }
 
@@ -63,4 +69,53 @@ quietly() {
     tail -n 40 "$log"
   fi
   return "$rc"
+}
+
+# run_scenarios JOBS "SCENARIO DISTRO"...: run scripts/molecule_scenario.sh for each pair, JOBS
+# at a time in the order given, never two of one scenario at once. Each scenario's output is
+# printed whole when it ends, as a stage with its duration.
+run_scenarios() {
+  local jobs=$1 dir pid i job scenario busy started rc seconds
+  shift
+  local -a queue=("$@")
+  local -A running=()
+  dir=$(mktemp -d)
+  while ((${#queue[@]} + ${#running[@]} > 0)); do
+    started=1
+    while ((started && ${#running[@]} < jobs)); do
+      started=0
+      busy=" ${running[*]} "
+      for i in "${!queue[@]}"; do
+        job=${queue[$i]}
+        scenario=${job% *}
+        [[ $busy == *" $scenario "* ]] && continue
+        unset "queue[$i]"
+        (
+          start=$SECONDS
+          scripts/molecule_scenario.sh "$scenario" "${job#* }" </dev/null >"$dir/${job/ /-}.out" 2>&1
+          echo "$? $((SECONDS - start))" >"$dir/${job/ /-}.rc"
+        ) &
+        running[$!]="$scenario"
+        printf '\n--> [%s] molecule %s (%s) started\n' "$(date +%T)" "$scenario" "${job#* }"
+        started=1
+        break
+      done
+    done
+    wait -n -p pid "${!running[@]}"
+    for pid in "${!running[@]}"; do
+      kill -0 "$pid" 2>/dev/null && continue
+      wait "$pid" 2>/dev/null
+      unset "running[$pid]"
+      for f in "$dir"/*.rc; do
+        [[ -e $f ]] || continue
+        job=$(basename "$f" .rc)
+        read -r rc seconds <"$f"
+        printf '\n==> [%s] molecule %s (%s)\n' "$(date +%T)" "${job%-*}" "${job##*-}"
+        cat "$dir/$job.out"
+        record_stage "molecule ${job%-*} (${job##*-})" "$rc" "$seconds"
+        rm -f "$f"
+      done
+    done
+  done
+  rm -rf "$dir"
 }

@@ -4,6 +4,7 @@
 # prints a table and a total at the end and exits non-zero if any stage failed.
 #   TASKSTACK_SCENARIOS="smoke redis"   run only these scenarios
 #   TASKSTACK_DISTROS="debian12"        run only on these distros
+#   TASKSTACK_JOBS=1                    scenarios one at a time (default 2 at once)
 set -uo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -19,7 +20,11 @@ stage "unit tests" python -m pytest -q -p no:cacheprovider tests/unit
 stage "integration tests (real Redis and worker on the host)" \
   python -m pytest -q -p no:cacheprovider -rs tests/integration
 
+# Molecule scenarios, TASKSTACK_JOBS (default 2) at a time: most of a scenario's time is
+# waiting (systemd, drains, timeouts), so two share the 2-core CI machine well. Two runs of
+# the same scenario never overlap (they share ports and Molecule's state directory).
 # The matrix is read on fd 3: molecule and ansible read stdin and would eat its lines.
+pending=()
 while read -r scenario distros <&3; do
   [[ -z $scenario || $scenario == \#* ]] && continue
   if [[ -n ${TASKSTACK_SCENARIOS:-} && " $TASKSTACK_SCENARIOS " != *" $scenario "* ]]; then
@@ -29,8 +34,9 @@ while read -r scenario distros <&3; do
     if [[ -n ${TASKSTACK_DISTROS:-} && " $TASKSTACK_DISTROS " != *" $distro "* ]]; then
       continue
     fi
-    stage "molecule $scenario ($distro)" scripts/molecule_scenario.sh "$scenario" "$distro" </dev/null
+    pending+=("$scenario $distro")
   done
 done 3< tests/molecule-matrix.txt
+run_scenarios "${TASKSTACK_JOBS:-2}" "${pending[@]}"
 
 stage_summary
