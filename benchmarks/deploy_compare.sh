@@ -29,7 +29,8 @@ trap 'rm -rf "$out"' EXIT
 bench_start=$SECONDS
 echo "converging the deploy scenario's container (about 4-5 min on 2 cores)..."
 molecule converge -s deploy >"$out/converge.log" 2>&1 || { tail -n 40 "$out/converge.log"; exit 1; }
-eph=$(find "$HOME/.ansible/tmp" -maxdepth 1 -name "molecule.*.deploy" | head -n 1)
+# Molecule's state directory of this checkout's deploy scenario: the one converge just used.
+eph=$(find "$HOME/.ansible/tmp" -maxdepth 1 -name "molecule.*.deploy" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2)
 host=taskstack-deploy-$MOLECULE_DISTRO
 
 (cd molecule/deploy && MOLECULE_EPHEMERAL_DIRECTORY=$eph ANSIBLE_CONFIG=$eph/ansible.cfg \

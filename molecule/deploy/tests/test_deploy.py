@@ -1,10 +1,11 @@
 """taskstack.celery.deploy under load: nothing lost, nothing run twice, the broker left clean.
 
 A producer in the container (demo.producer) keeps sending tasks of mixed length, some with a
-countdown, to both pools before, during and after the deploy; every task writes its starts and
-finishes to a ledger (Redis db 2). The deploy begins only once a task longer than a restart is
-running. Counts are printed (pytest -s). The same harness with a naive restart is kept in the
-suite and must see the loss: a harness that cannot fail proves nothing.
+countdown, some that retry, to both pools before, during and after the deploy; every task writes
+its starts, attempts and finishes to a ledger (Redis db 2). The deploy begins only once a task
+longer than a restart is running. Counts are printed (pytest -s). The same harness with a naive
+restart is kept in the suite and must see the loss: a harness that cannot fail proves nothing.
+Drain tests run first (blue live); the blue-green tests run last and share one deploy.
 """
 
 from __future__ import annotations
@@ -278,6 +279,11 @@ def test_a_second_deploy_is_refused_while_one_holds_the_lock(host):
     assert "ci pipeline 41" in run.output
     assert run.changed() == 0, run.recap()
     assert main_pids(host) == pids
+    # A dry run takes no lock, but must not say "fine" while a deploy holds it.
+    check, _ = deploy("--check")
+    print(f"check mode while locked: rc={check.rc}")
+    assert check.rc != 0
+    assert "Another deploy of demo.app holds the lock" in check.output and "ci pipeline 41" in check.output
 
 
 @pytest.mark.parametrize(
