@@ -207,6 +207,14 @@ def test_flower_listens_on_loopback_only(host):
 
 # --- least privilege and secrets ---------------------------------------------------------
 
+def test_the_package_never_ran_redis_on_debians_default_configuration(host):
+    """Debian's package starts redis-server as it installs, with no password on port 6379; the
+    role's drop-in keeps it stopped until the role's configuration is in place."""
+    journal = host.run("journalctl -u redis-server --no-pager -o cat").stdout
+    assert "port=6380" in journal
+    assert "port=6379" not in journal, "the package started Redis on Debian's default configuration"
+
+
 def test_services_run_as_their_own_unprivileged_users(host):
     users = {}
     for unit in APP_UNITS:
