@@ -209,10 +209,16 @@ def test_flower_listens_on_loopback_only(host):
 
 def test_the_package_never_ran_redis_on_debians_default_configuration(host):
     """Debian's package starts redis-server as it installs, with no password on port 6379; the
-    role's drop-in keeps it stopped until the role's configuration is in place."""
+    role's drop-in keeps it stopped until the role's configuration is in place. Debian's own
+    configuration logs to /var/log/redis, the role's to the journal: both are read."""
     journal = host.run("journalctl -u redis-server --no-pager -o cat").stdout
+    # systemd 252: "... was skipped because of an unmet condition check (ConditionPathExists=...)";
+    # systemd 257: "... skipped, unmet condition check ConditionPathExists=...".
+    assert re.search(r"unmet condition check \(?ConditionPathExists=/etc/redis/users\.acl", journal), journal
     assert "port=6380" in journal
     assert "port=6379" not in journal, "the package started Redis on Debian's default configuration"
+    default_log = host.run("cat /var/log/redis/redis-server.log 2>/dev/null").stdout
+    assert "port=6379" not in default_log, "the package started Redis on Debian's default configuration"
 
 
 def test_services_run_as_their_own_unprivileged_users(host):
