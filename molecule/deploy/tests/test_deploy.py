@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from stacklib import PROJECT, PlaybookRun, app_json, converge, credential, inventory_dir, wait_for
+from stacklib import PROJECT, PlaybookRun, app_json, converge, credential, inventory_dir, longest_pause, wait_for
 
 DEPLOY = PROJECT / "playbooks" / "deploy.yml"
 POOLS = ["default", "slow"]
@@ -113,12 +113,6 @@ from demo.app import app
 print(json.dumps({k: sorted(q["name"] for q in v)
                   for k, v in (app.control.inspect(timeout=3).active_queues() or {}).items()}))
 """)
-
-
-def longest_pause(starts: list[float], begin: float, end: float) -> float:
-    """Longest time in [begin, end] without a task start (window edges count as starts)."""
-    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
-    return max(b - a for a, b in zip(points, points[1:]))
 
 
 def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS) -> dict:

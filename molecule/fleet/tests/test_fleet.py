@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from stacklib import PROJECT, PlaybookRun, app_json, converge_in_background, inventory_dir, wait_for
+from stacklib import (
+    PROJECT,
+    PlaybookRun,
+    app_json,
+    converge_in_background,
+    inventory_dir,
+    longest_pause,
+    wait_for,
+)
 
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
 HOSTS = {"a": f"taskstack-fleet-{DISTRO}-a", "b": f"taskstack-fleet-{DISTRO}-b"}
@@ -72,11 +80,6 @@ def unit_window(host) -> tuple[float, float]:
 
 def main_pid(host) -> str:
     return host.run(f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
-
-
-def longest_pause(starts: list[float], begin: float, end: float) -> float:
-    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
-    return max(b - a for a, b in zip(points, points[1:]))
 
 
 def run_across(hosts: dict, action, pin_long_tasks: bool = True) -> dict:

@@ -115,6 +115,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def longest_pause(starts: list[float], begin: float, end: float) -> float:
+    """Longest time in [begin, end] without a task start (window edges count as starts)."""
+    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
 def state_snapshot(host, paths: list[str], units: list[str]) -> dict:
     """Checksums of config files and the state/PID of units: equal before and after means
     nothing changed on the host."""
