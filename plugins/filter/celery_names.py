@@ -1,0 +1,106 @@
+# Copyright: taskstack.celery contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place that names what the collection puts on a host.
+
+Units, pool instances, Celery nodenames, drop-in directories, the local fact and the deploy
+lock are built here and nowhere else: the roles, the deploy role and the tests all call these
+functions (the tests import this file as plain Python), so a name cannot drift between them.
+
+    {{ celery_app_name | taskstack.celery.worker_unit('default', 'blue') }}
+    -> celery-demo-worker@default-blue.service
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Optional
+
+SYSTEMD_DIR = "/etc/systemd/system"
+FACTS_DIR = "/etc/ansible/facts.d"
+LOCK_DIR = "/run/lock"
+COLOURS = ("blue", "green")
+
+
+def app_short_name(celery_app: str) -> str:
+    """`proj.celery:app` -> `proj`: the app's name in file and unit names."""
+    head = re.sub(r"[.:].*$", "", str(celery_app))
+    return re.sub(r"[^A-Za-z0-9_-]", "-", head)
+
+
+def worker_instance(pool: str, colour: str) -> str:
+    """A pool instance of one colour: the unit's instance name, `<pool>-<colour>`."""
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+    return f"{pool}-{colour}"
+
+
+def worker_unit(app_name: str, pool: Optional[str] = None, colour: Optional[str] = None) -> str:
+    """The worker unit template (no pool) or one pool instance of one colour."""
+    if pool is None:
+        return f"celery-{app_name}-worker@.service"
+    if colour is None:
+        raise ValueError("a pool instance needs its colour")
+    return f"celery-{app_name}-worker@{worker_instance(pool, colour)}.service"
+
+
+def worker_dropin_dir(app_name: str, pool: Optional[str] = None, colour: Optional[str] = None) -> str:
+    """Drop-in directory of the unit template (hardening) or of one pool instance (pool.conf)."""
+    return f"{SYSTEMD_DIR}/{worker_unit(app_name, pool, colour)}.d"
+
+
+def worker_nodename(pool: str, colour: str, host: str) -> str:
+    """The Celery nodename of a pool instance on a host (its unit passes `<pool>-<colour>@%h`)."""
+    return f"{worker_instance(pool, colour)}@{host}"
+
+
+def beat_unit(app_name: str) -> str:
+    return f"celery-{app_name}-beat.service"
+
+
+def flower_unit(app_name: str) -> str:
+    return f"celery-{app_name}-flower.service"
+
+
+def env_file(app_name: str, config_dir: str) -> str:
+    """The app's environment file (broker URL and celery_environment), read by every unit."""
+    return f"{config_dir.rstrip('/')}/{app_name}.env"
+
+
+def local_fact_name(app_name: str) -> str:
+    """Name of the local fact that records the live colour (ansible_local[<name>])."""
+    return "celery_" + app_name.replace("-", "_")
+
+
+def local_fact_file(app_name: str) -> str:
+    return f"{FACTS_DIR}/{local_fact_name(app_name)}.fact"
+
+
+def deploy_lock_path(celery_app: str) -> str:
+    """The deploy lock directory (mkdir succeeds for exactly one deploy of the app)."""
+    return f"{LOCK_DIR}/taskstack-celery-deploy-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(celery_app))
+
+
+def other_colour(colour: str) -> str:
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+class FilterModule:
+    """Names of the collection's units, nodenames and files."""
+
+    def filters(self) -> Dict[str, Callable[..., str]]:
+        return {
+            "app_short_name": app_short_name,
+            "worker_instance": worker_instance,
+            "worker_unit": worker_unit,
+            "worker_dropin_dir": worker_dropin_dir,
+            "worker_nodename": worker_nodename,
+            "beat_unit": beat_unit,
+            "flower_unit": flower_unit,
+            "env_file": env_file,
+            "local_fact_name": local_fact_name,
+            "local_fact_file": local_fact_file,
+            "deploy_lock_path": deploy_lock_path,
+            "other_colour": other_colour,
+        }

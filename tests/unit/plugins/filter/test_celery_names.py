@@ -1,0 +1,57 @@
+"""The names the roles, the deploy and the tests share (plugins/filter/celery_names.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.taskstack.celery.plugins.filter import celery_names as names
+
+
+def test_a_pool_instance_unit_and_its_nodename_name_the_same_pool_and_colour():
+    assert names.worker_unit("demo", "default", "blue") == "celery-demo-worker@default-blue.service"
+    assert names.worker_nodename("default", "blue", "web1") == "default-blue@web1"
+    assert names.worker_dropin_dir("demo", "slow", "green") == (
+        "/etc/systemd/system/celery-demo-worker@slow-green.service.d"
+    )
+
+
+def test_without_a_pool_the_worker_unit_is_the_template():
+    assert names.worker_unit("demo") == "celery-demo-worker@.service"
+    assert names.worker_dropin_dir("demo") == "/etc/systemd/system/celery-demo-worker@.service.d"
+
+
+@pytest.mark.parametrize("colour", ["red", "", "Blue"])
+def test_an_unknown_colour_is_refused(colour):
+    with pytest.raises(ValueError, match="colour must be one of blue, green"):
+        names.worker_unit("demo", "default", colour)
+
+
+def test_a_pool_instance_needs_its_colour():
+    with pytest.raises(ValueError, match="needs its colour"):
+        names.worker_unit("demo", "default")
+
+
+@pytest.mark.parametrize(
+    ("celery_app", "short"),
+    [("demo.app", "demo"), ("proj.celery:app", "proj"), ("proj", "proj"), ("my proj", "my-proj")],
+)
+def test_the_short_app_name_is_the_module_before_any_dot_or_colon(celery_app, short):
+    assert names.app_short_name(celery_app) == short
+
+
+def test_the_fact_and_lock_names_are_safe_for_files():
+    assert names.local_fact_name("my-app") == "celery_my_app"
+    assert names.local_fact_file("my-app") == "/etc/ansible/facts.d/celery_my_app.fact"
+    assert names.deploy_lock_path("proj.celery:app") == "/run/lock/taskstack-celery-deploy-proj.celery_app"
+    assert names.env_file("demo", "/etc/celery/") == "/etc/celery/demo.env"
+
+
+def test_the_other_colour_of_blue_is_green_and_back():
+    assert names.other_colour("blue") == "green"
+    assert names.other_colour("green") == "blue"
+
+
+def test_every_function_is_registered_as_a_filter():
+    filters = names.FilterModule().filters()
+    assert filters["worker_unit"]("demo", "default", "blue") == "celery-demo-worker@default-blue.service"
+    assert set(filters) >= {"beat_unit", "flower_unit", "worker_nodename", "deploy_lock_path"}
