@@ -13,6 +13,8 @@ echo "-- ansible-lint (profile production)"
 ansible-lint --offline -q || rc=1
 echo "-- changelog fragments"
 antsibull-changelog lint || rc=1
+echo "-- role READMEs generated from the argument specs are up to date"
+python scripts/role_readme.py --check || rc=1
 echo "-- argument specs match defaults, every option documented"
 python -m pytest -q -p no:cacheprovider tests/lint || rc=1
 echo "-- ansible-galaxy collection build + offline install"
