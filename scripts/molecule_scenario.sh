@@ -13,11 +13,12 @@ case "$distro" in
   debian13) export TASKSTACK_PYTAG=313 ;;
 esac
 cd "$TASKSTACK_ROOT" || exit 1
-# One run of a scenario on a distro at a time on this machine, whichever checkout starts it:
-# its containers are named taskstack-SCENARIO-DISTRO and its services share the host loopback.
-exec 9>"/tmp/taskstack-molecule-$scenario-$distro.lock"
+# One run of a scenario at a time on this machine, whichever checkout or distro starts it: its
+# services listen on the scenario's ports on the shared host loopback (and its containers are
+# named taskstack-SCENARIO-DISTRO).
+exec 9>"/tmp/taskstack-molecule-$scenario.lock"
 if ! flock -n 9; then
-  echo "---- molecule $scenario on $distro: another run holds the lock, waiting"
+  echo "---- molecule $scenario on $distro: another run of $scenario holds the lock, waiting"
   flock 9
 fi
 log=$TASKSTACK_ROOT/.cache/logs/molecule-$scenario-$distro.log
