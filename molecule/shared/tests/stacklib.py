@@ -48,19 +48,20 @@ class PlaybookRun:
 
 
 def converge_command(*args: str, extra_vars: dict | None = None,
-                     inventories: list[Path] | None = None) -> list[str]:
-    """ansible-playbook running taskstack.celery.site (the shared converge.yml) as the scenario does."""
+                     inventories: list[Path] | None = None, playbook: Path = CONVERGE) -> list[str]:
+    """ansible-playbook running taskstack.celery.site (the shared converge.yml), or another
+    playbook, against the scenario's inventory as the scenario does."""
     cmd = ["ansible-playbook", "-i", str(inventory_dir())]
     for extra in inventories or []:
         cmd += ["-i", str(extra)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    return [*cmd, *args, str(CONVERGE)]
+    return [*cmd, *args, str(playbook)]
 
 
 def converge(*args: str, extra_vars: dict | None = None, inventories: list[Path] | None = None,
-             timeout: int = 900) -> PlaybookRun:
-    cmd = converge_command(*args, extra_vars=extra_vars, inventories=inventories)
+             timeout: int = 900, playbook: Path = CONVERGE) -> PlaybookRun:
+    cmd = converge_command(*args, extra_vars=extra_vars, inventories=inventories, playbook=playbook)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
