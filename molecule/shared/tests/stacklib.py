@@ -116,10 +116,17 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def longest_gap(starts: list[float], begin: float, end: float) -> tuple[float, float]:
+    """The longest stretch of [begin, end] without a task start, as (from, to) (window edges
+    count as starts)."""
+    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
+    return max(zip(points, points[1:]), key=lambda gap: gap[1] - gap[0])
+
+
 def longest_pause(starts: list[float], begin: float, end: float) -> float:
     """Longest time in [begin, end] without a task start (window edges count as starts)."""
-    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
-    return max(b - a for a, b in zip(points, points[1:]))
+    a, b = longest_gap(starts, begin, end)
+    return b - a
 
 
 def state_snapshot(host, paths: list[str], units: list[str]) -> dict:
