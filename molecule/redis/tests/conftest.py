@@ -182,6 +182,15 @@ def write_with_disruption(port: int, user: str | None, key: str, disrupt, warmup
     return missing_items(port, user, key, producer.acked)
 
 
+def failure(run: PlaybookRun) -> tuple[str, str]:
+    """The one task that failed the run ("role : name") and the message it failed with."""
+    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [")]
+    assert len(fatal) == 1, fatal
+    before = run.output.split(fatal[0], 1)[0]
+    task = re.findall(r"^TASK \[(.+?)\]", before, re.M)[-1]
+    return task, json.loads(fatal[0].split("FAILED! => ", 1)[1])["msg"]
+
+
 @pytest.fixture(scope="session")
 def admin() -> redis.Redis:
     c = client("admin")
