@@ -18,7 +18,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from stacklib import PROJECT, PlaybookRun, app_json, converge, credential, inventory_dir, longest_pause, wait_for
+from stacklib import (
+    PROJECT,
+    PlaybookRun,
+    app_json,
+    converge,
+    credential,
+    inventory_dir,
+    longest_gap,
+    longest_pause,
+    wait_for,
+)
 
 DEPLOY = PROJECT / "playbooks" / "deploy.yml"
 POOLS = ["default", "slow"]
@@ -32,6 +42,9 @@ LONG_TASK_SECONDS = 55
 WARMUP_SECONDS = 3
 BASELINE_SECONDS = 12
 AFTER_SECONDS = 6
+# How long the drain may take to see that the last running task finished: one poll interval
+# (celery_deploy_poll_interval, 2 s) plus one inspect round trip on the loaded 2-core testbed.
+DRAIN_NOTICE = 3.5
 
 
 def deploy(*args: str, extra_vars: dict | None = None, timeout: int = 600) -> tuple[PlaybookRun, dict]:
@@ -196,23 +209,44 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         "broker": broker,
         "baseline_pause": round(longest_pause(starts, t_baseline, t_action), 2),
         "action_pause": round(longest_pause(starts, t_action, t_action_end), 2),
+        "action_began": t_action,
         "action_seconds": round(t_action_end - t_action, 2),
+        # The action's longest pause: from the last task start before it to the first after.
+        "action_gap_at": longest_gap(starts, t_action, t_action_end),
         "long_task": jobs[f"{run}-long"],
     }
     print(f"load across {getattr(action, '__name__', action)}: "
-          + json.dumps({k: v for k, v in counts.items() if k != "long_task"}))
+          + json.dumps({k: v for k, v in counts.items() if k not in ("long_task", "action_began", "action_gap_at")}))
     return {**counts, "outcome": outcome}
 
 
-def assert_nothing_lost(counts: dict) -> None:
+def assert_load_proves_something(counts: dict) -> None:
+    """The run had the load the checks need: enough tasks, some with a countdown, some that
+    retry, and the long task running when the action began."""
     assert counts["sent"] > 50, "too little load to prove anything"
-    assert counts["long_task"]["starts"][0] < counts["long_task"]["finishes"][-1]
-    assert counts["lost"] == 0
-    assert counts["run_twice"] == 0
-    assert counts["completed"] == counts["sent"]
-    assert counts["eta_early"] == 0
-    assert counts["retried_sent"] > 0 and counts["retried_ok"] == counts["retried_sent"]
-    assert counts["broker"] == CLEAN_BROKER
+    assert counts["eta_sent"] > 0 and counts["retried_sent"] > 0, counts
+    long_task = counts["long_task"]
+    assert long_task["starts"] and long_task["starts"][0] < counts["action_began"] and \
+        (not long_task["finishes"] or long_task["finishes"][-1] > counts["action_began"]), \
+        "the long task was not running when the action began"
+
+
+def damage(counts: dict) -> dict:
+    """What happened to the load that must not: empty when every task ran exactly once, none
+    before its countdown, every retry as sent, and the broker was left clean."""
+    found = {
+        "lost": counts["lost"],
+        "run_twice": counts["run_twice"],
+        "eta_early": counts["eta_early"],
+        "retried_wrong": counts["retried_sent"] - counts["retried_ok"],
+        "broker_left": {k: v for k, v in counts["broker"].items() if v},
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def assert_nothing_lost(counts: dict) -> None:
+    assert_load_proves_something(counts)
+    assert damage(counts) == {}
 
 
 @pytest.fixture(autouse=True)
@@ -239,17 +273,31 @@ def test_drain_deploy_under_load_loses_nothing_and_runs_nothing_twice(host):
     # The long task was running when the drain began: the drain waited for it.
     waited = [t["id"] for p in result["pools"].values() for t in p["waited_for"]]
     assert waited, "the drain waited for nothing: the deploy did not happen under load"
-    for pool in result["pools"].values():
-        assert pool["new_pid"] != pool["old_pid"]
-    assert main_pids(host) != pids_before
-    # No task starts on this host from the cancel until the new workers consume: the pause is
-    # at most what was still running (the long task) plus the code update and the restart.
+    # Every pool runs a new process, and the report names each pool's processes as they were:
+    # the unit's main PID before the deploy and after it.
+    pids_after = main_pids(host)
+    assert {pool: (entry["old_pid"], entry["new_pid"]) for pool, entry in result["pools"].items()} == \
+        {pool: (int(before), int(after)) for pool, before, after in zip(POOLS, pids_before, pids_after)}
+    assert all(before != after for before, after in zip(pids_before, pids_after)), (pids_before, pids_after)
+    # No task starts on this host from the cancel until the new workers consume. The pause
+    # cannot be shorter than the update and the stop (no worker of the host consumes then).
+    # Starts resume at most update + stop + start after the last running task (the long one)
+    # finished, plus DRAIN_NOTICE for the drain to see it finish. Measured on the 2-core
+    # testbed with other scenarios running: resumed 32.1 s and 41.4 s after it, against update +
+    # stop + start = 34.0 s and 43.7 s. (The bound before counted the long task whole, 55 s
+    # though 25-30 s of it ran before the drain, plus 5 s: 36 s of slack in the first run.)
     d = result["durations"]
-    bound = LONG_TASK_SECONDS + d["update"] + d["stop"] + d["start"] + 5
+    gap_start, gap_end = counts["action_gap_at"]
+    long_finished = counts["long_task"]["finishes"][-1]
+    resumed_after = gap_end - long_finished
+    bound = d["update"] + d["stop"] + d["start"] + DRAIN_NOTICE
     print(f"longest pause between starts: baseline {counts['baseline_pause']} s, during the deploy "
-          f"{counts['action_pause']} s (bound {bound:.1f} s: long task {LONG_TASK_SECONDS} s + update "
-          f"{d['update']} + stop {d['stop']} + start {d['start']} + 5)")
-    assert counts["action_pause"] <= bound
+          f"{counts['action_pause']} s, from {gap_start - counts['action_began']:.1f} s into the deploy; "
+          f"long task finished {long_finished - gap_start:.1f} s into the pause; starts resumed {resumed_after:.1f} s"
+          f" after it finished (bound {bound:.1f} s: update {d['update']} + stop {d['stop']} + start "
+          f"{d['start']} + {DRAIN_NOTICE}); durations {d}, drain_seconds {result['drain_seconds']}")
+    assert counts["action_pause"] >= d["update"] + d["stop"]
+    assert resumed_after <= bound
 
 
 def test_naive_restart_under_the_same_load_is_seen_losing_or_repeating_tasks(host):
@@ -257,10 +305,16 @@ def test_naive_restart_under_the_same_load_is_seen_losing_or_repeating_tasks(hos
     # A long task shorter than the drain test's: it only has to be running at the restart.
     counts = run_load_across(host, naive_restart, long_seconds=20)
     long_task = counts["long_task"]
-    print(f"naive restart: long task started {len(long_task['starts'])}x, finished {len(long_task['finishes'])}x")
-    with pytest.raises(AssertionError):
-        assert_nothing_lost(counts)
-    assert counts["lost"] + counts["run_twice"] > 0
+    found = damage(counts)
+    print(f"naive restart: long task started {len(long_task['starts'])}x, finished {len(long_task['finishes'])}x;"
+          f" damage {found}")
+    # The same load as the deploys' (so the failure below is the restart's, not a thin run)...
+    assert_load_proves_something(counts)
+    # ...and the restart killed the tasks it caught running: acks_late + reject_on_worker_lost
+    # ran them again (without them they would be lost). The long task, running across the
+    # restart, is one of them: it started twice and finished once.
+    assert found.get("run_twice", 0) + found.get("lost", 0) > 0, found
+    assert (len(long_task["starts"]), len(long_task["finishes"])) == (2, 1)
 
 
 def test_check_mode_under_load_changes_no_queue_pid_or_unit_file(host):

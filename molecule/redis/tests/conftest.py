@@ -26,6 +26,9 @@ CONVERGE = PROJECT_DIR / "molecule" / "shared" / "converge.yml"
 PASSWORD_NAMES = ("redis_celery_password", "redis_monitor_password", "redis_admin_password")
 # Every ansible-playbook output of this session: test_secrets greps them all.
 PLAYBOOK_OUTPUTS: list[str] = []
+# Whether the last playbook run that changed the host left it on the scenario's defaults (as
+# Molecule's converge does): tests that converge with other values leave it otherwise.
+HOST_STATE = {"defaults": True}
 
 
 def container_name() -> str:
@@ -111,6 +114,8 @@ def run_playbook(*args: str, extra_vars: dict | None = None, playbook: Path = CO
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True, check=False)
     run = PlaybookRun(proc, time.monotonic() - start)
     PLAYBOOK_OUTPUTS.append(run.output)
+    if "--check" not in args and (run.rc == 0 or run.changed != 0):
+        HOST_STATE["defaults"] = run.rc == 0 and not extra_vars and playbook == CONVERGE
     assert run.changed >= 0, "the play reached no host:\n" + run.output[-2000:]
     print(f"ansible-playbook {' '.join(args)} {extra_vars or ''}: {run}")
     return run
@@ -180,6 +185,32 @@ def write_with_disruption(port: int, user: str | None, key: str, disrupt, warmup
     print(f"{key}: attempted={producer.attempted} errors={producer.errors} "
           f"longest pause between acks={producer.longest_gap:.2f}s")
     return missing_items(port, user, key, producer.acked)
+
+
+@pytest.fixture(autouse=True)
+def host_on_the_defaults() -> None:
+    """Every test starts from the scenario's converged defaults, whichever test ran before it:
+    converge back only when an earlier test left other values (in file order, none does)."""
+    if not HOST_STATE["defaults"]:
+        run = run_playbook()
+        assert run.rc == 0, run.output[-3000:]
+        wait_ready(client("admin"))
+
+
+def task_results(output: str, task: str) -> list[str]:
+    """The text ansible-playbook printed for each run of the task named `task` (up to the next
+    task or handler): its status line and, under -v, its result."""
+    return [chunk.split("\nTASK [", 1)[0].split("\nRUNNING HANDLER [", 1)[0]
+            for chunk in output.split(f" : {task}] ")[1:]]
+
+
+def failure(run: PlaybookRun) -> tuple[str, str]:
+    """The one task that failed the run ("role : name") and the message it failed with."""
+    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [")]
+    assert len(fatal) == 1, fatal
+    before = run.output.split(fatal[0], 1)[0]
+    task = re.findall(r"^TASK \[(.+?)\]", before, re.M)[-1]
+    return task, json.loads(fatal[0].split("FAILED! => ", 1)[1])["msg"]
 
 
 @pytest.fixture(scope="session")

@@ -3,25 +3,60 @@ the container during the whole scenario; converging is idempotent."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
-from conftest import PASSWORD_NAMES, PLAYBOOK_OUTPUTS, client, password, run_playbook, sh
+from conftest import (
+    PASSWORD_NAMES,
+    PLAYBOOK_OUTPUTS,
+    client,
+    main_pid,
+    password,
+    run_playbook,
+    sh,
+    task_results,
+    wait_ready,
+)
+
+
+STALE_USER = "taskstack-stale"
+DROPIN = "/etc/systemd/system/redis-server.service.d/taskstack.conf"
 
 
 @pytest.fixture(scope="module")
 def verbose_converge():
-    # Back to the defaults after test_restart_under_load: the ACL file changes (ACL LOAD) and the
-    # drop-in changes (restart), so the secret-handling paths all run under --diff -vvv.
+    """A converge under --diff -vvv that takes every path a password goes through: the host is
+    left with an ACL file and a drop-in the role must rewrite, so the run writes the ACL file,
+    reloads it on the live server (ACL LOAD, as the admin user) and restarts Redis (waiting for
+    it to be idle first, as the admin user). Made here, so the test needs no test before it."""
+    client("admin").acl_setuser(STALE_USER, enabled=False)
+    sh(f"echo 'user {STALE_USER} off' >> /etc/redis/users.acl; "
+       f"sed -i 's/^LimitNOFILE=.*/LimitNOFILE=65000/' {DROPIN}; systemctl daemon-reload")
+    pid = main_pid()
     run = run_playbook("--diff", "-vvv")
     assert run.rc == 0, run.output[-3000:]
-    return run
+    return run, pid
+
+
+def test_verbose_converge_reloads_the_acl_and_restarts_redis(verbose_converge, admin):
+    """The converge the scans below read did run ACL LOAD and the restart: the output says so
+    and the server shows it (a clean run would have nothing to leak)."""
+    run, pid = verbose_converge
+    runtime = task_results(run.output, "Apply the settings Redis takes at runtime and learn whether a restart is needed")
+    statuses = [re.search(r"^(ok|changed|skipping|fatal): \[", text, re.M) for text in runtime]
+    assert [m and m.group(1) for m in statuses] == ["changed"], runtime
+    assert '"acl_load": true' in runtime[0], "the role did not ask for ACL LOAD"
+    assert "RUNNING HANDLER [taskstack.celery.redis : Restart redis-server]" in run.output
+    wait_ready(admin)
+    assert main_pid() != pid, "Redis was not restarted for the changed drop-in"
+    assert admin.acl_getuser(STALE_USER) is None, "the live server still holds a user the role's file lacks"
 
 
 def test_verbose_converge_with_diff_shows_no_password(verbose_converge):
-    assert "ACL LOAD" in verbose_converge.output or "acl_load" in verbose_converge.output
+    run, _ = verbose_converge
     for name in PASSWORD_NAMES:
-        assert password(name) not in verbose_converge.output, f"{name} in the -vvv --diff output"
+        assert password(name) not in run.output, f"{name} in the -vvv --diff output"
 
 
 def test_no_playbook_run_of_the_scenario_printed_a_password(verbose_converge):
@@ -55,4 +90,4 @@ def test_second_converge_changes_nothing(verbose_converge):
     run = run_playbook()
     assert run.rc == 0
     assert run.changed == 0, [l for l in run.output.splitlines() if l.startswith("changed:")]
-    assert client("admin").acl_getuser("monitoring") is None
+    assert client("admin").acl_getuser(STALE_USER) is None

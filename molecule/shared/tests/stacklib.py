@@ -48,19 +48,20 @@ class PlaybookRun:
 
 
 def converge_command(*args: str, extra_vars: dict | None = None,
-                     inventories: list[Path] | None = None) -> list[str]:
-    """ansible-playbook running taskstack.celery.site (the shared converge.yml) as the scenario does."""
+                     inventories: list[Path] | None = None, playbook: Path = CONVERGE) -> list[str]:
+    """ansible-playbook running taskstack.celery.site (the shared converge.yml), or another
+    playbook, against the scenario's inventory as the scenario does."""
     cmd = ["ansible-playbook", "-i", str(inventory_dir())]
     for extra in inventories or []:
         cmd += ["-i", str(extra)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    return [*cmd, *args, str(CONVERGE)]
+    return [*cmd, *args, str(playbook)]
 
 
 def converge(*args: str, extra_vars: dict | None = None, inventories: list[Path] | None = None,
-             timeout: int = 900) -> PlaybookRun:
-    cmd = converge_command(*args, extra_vars=extra_vars, inventories=inventories)
+             timeout: int = 900, playbook: Path = CONVERGE) -> PlaybookRun:
+    cmd = converge_command(*args, extra_vars=extra_vars, inventories=inventories, playbook=playbook)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
@@ -115,10 +116,17 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def longest_gap(starts: list[float], begin: float, end: float) -> tuple[float, float]:
+    """The longest stretch of [begin, end] without a task start, as (from, to) (window edges
+    count as starts)."""
+    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
+    return max(zip(points, points[1:]), key=lambda gap: gap[1] - gap[0])
+
+
 def longest_pause(starts: list[float], begin: float, end: float) -> float:
     """Longest time in [begin, end] without a task start (window edges count as starts)."""
-    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
-    return max(b - a for a, b in zip(points, points[1:]))
+    a, b = longest_gap(starts, begin, end)
+    return b - a
 
 
 def state_snapshot(host, paths: list[str], units: list[str]) -> dict:

@@ -48,9 +48,24 @@ FLOWER_ROOT = "http://127.0.0.1:5555"
 FLOWER = f"{FLOWER_ROOT}/flower"
 
 
+# Whether the host runs the scenario's converged configuration: the concurrency tests below
+# converge with other values and leave them.
+HOST_STATE = {"defaults": True}
+
+
 @pytest.fixture(scope="module")
 def host_name(host):
     return host.backend.host
+
+
+@pytest.fixture
+def stack_on_the_defaults():
+    """The scenario's configuration, whichever test ran before: converge back only when a test
+    left other values (in file order none has yet)."""
+    if not HOST_STATE["defaults"]:
+        run = converge()
+        assert run.rc == 0, run.output[-3000:]
+        HOST_STATE["defaults"] = True
 
 
 def inspect(host, what: str, node: str | None = None) -> dict:
@@ -113,6 +128,7 @@ def test_each_pool_consumes_only_its_own_queues(host, host_name):
     assert [q["name"] for q in queues[n["slow"]]] == ["slow"]
 
 
+@pytest.mark.usefixtures("stack_on_the_defaults")
 def test_each_pool_runs_with_its_own_concurrency(host, host_name):
     n = nodes(host_name)
     stats = wait_for(lambda: answered_by_all(inspect(host, "stats"), n.values()),
@@ -307,23 +323,42 @@ def secret_hits(secret_values: dict[str, str], places: dict[str, str]) -> dict[s
             for name, value in secret_values.items()}
 
 
-def test_secret_scan_finds_a_deliberately_leaked_sample(host):
-    """Negative check: a random canary put in each place the scan reads (a playbook output, the
-    journal via logger, a running process's argv) must be reported in all three."""
+LEAKY_PLAYBOOK = """---
+- name: Print a value as a task without no_log does
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Echo the canary
+      ansible.builtin.command: echo leaked {{ canary }}
+      changed_when: false
+"""
+
+
+def test_secret_scan_finds_a_deliberately_leaked_sample(host, tmp_path):
+    """Negative check: a random canary leaked the ways a secret would be, through the same
+    ansible-playbook runner (-vvv) as the converge scanned below and a running process's argv,
+    must be reported in all three places: the run's output, the journal (the module logs its
+    arguments there) and the command lines."""
     canary = f"canary{uuid.uuid4().hex}"
     unit = "taskstack-secret-canary"
+    playbook = tmp_path / "leak.yml"
+    playbook.write_text(LEAKY_PLAYBOOK)
     host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}")
     started = host.run(f"systemd-run --unit {unit} /bin/sh -c 'sleep 60' {canary}")
     assert started.rc == 0, started.stderr
     try:
-        assert host.run(f"logger -t {unit} 'leaked {canary}'").rc == 0
+        run = converge("-vvv", extra_vars={"canary": canary}, playbook=playbook)
+        assert run.rc == 0, run.output[-3000:]
 
         def reported_everywhere():
-            places = places_secrets_could_leak(host, f"ok: [host] => {{'password': '{canary}'}}")
-            hits = secret_hits({"canary": canary}, places)
+            hits = secret_hits({"canary": canary}, places_secrets_could_leak(host, run.output))
             return hits if len(hits["canary"]) == 3 else None
 
-        hits = wait_for(reported_everywhere, 10, what="the scan to report the canary in all three places")
+        try:
+            hits = wait_for(reported_everywhere, 10, what="the scan to report the canary in all three places")
+        except AssertionError:
+            hits = secret_hits({"canary": canary}, places_secrets_could_leak(host, run.output))
+            raise AssertionError(f"the scan found the canary only in {hits['canary']}") from None
         print(f"canary hits: {hits}")
     finally:
         host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}")
@@ -434,6 +469,7 @@ from demo.tasks import ledger
 print(json.dumps(ledger().set("demo:release:{job}", 1)))
 """)
         output = playbook.communicate(timeout=600)[0]
+        HOST_STATE["defaults"] = False
     assert playbook.returncode == 0, output[-3000:]
     # A killed task is redelivered and runs again: wait for a finish, then for the dust.
     wait_for(lambda: app_json(host, ledger)[1], 60, what="the task to finish")
