@@ -43,9 +43,14 @@ def worker_unit(app_name: str, pool: Optional[str] = None, colour: Optional[str]
     return f"celery-{app_name}-worker@{worker_instance(pool, colour)}.service"
 
 
+def dropin_dir(unit: str) -> str:
+    """The drop-in directory of a unit (its sandbox, hardening.conf, lives there)."""
+    return f"{SYSTEMD_DIR}/{unit}.d"
+
+
 def worker_dropin_dir(app_name: str, pool: Optional[str] = None, colour: Optional[str] = None) -> str:
     """Drop-in directory of the unit template (hardening) or of one pool instance (pool.conf)."""
-    return f"{SYSTEMD_DIR}/{worker_unit(app_name, pool, colour)}.d"
+    return dropin_dir(worker_unit(app_name, pool, colour))
 
 
 def worker_nodename(pool: str, colour: str, host: str) -> str:
@@ -117,6 +122,7 @@ class FilterModule:
             "app_short_name": app_short_name,
             "worker_instance": worker_instance,
             "worker_unit": worker_unit,
+            "dropin_dir": dropin_dir,
             "worker_dropin_dir": worker_dropin_dir,
             "worker_nodename": worker_nodename,
             "beat_unit": beat_unit,

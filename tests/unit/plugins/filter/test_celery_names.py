@@ -83,3 +83,8 @@ def test_blue_runs_from_the_first_path_and_green_from_the_second():
     assert names.colour_path("green", "/srv/app", "/srv/app-green") == "/srv/app-green"
     with pytest.raises(ValueError, match="colour must be one of"):
         names.colour_path("", "/srv/app", "/srv/app-green")
+
+
+def test_every_unit_has_its_drop_in_directory_beside_it():
+    assert names.dropin_dir(names.beat_unit("demo")) == "/etc/systemd/system/celery-demo-beat.service.d"
+    assert names.worker_dropin_dir("demo") == names.dropin_dir(names.worker_unit("demo"))
