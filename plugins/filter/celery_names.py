@@ -13,7 +13,7 @@ functions (the tests import this file as plain Python), so a name cannot drift b
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 SYSTEMD_DIR = "/etc/systemd/system"
 FACTS_DIR = "/etc/ansible/facts.d"
@@ -43,9 +43,14 @@ def worker_unit(app_name: str, pool: Optional[str] = None, colour: Optional[str]
     return f"celery-{app_name}-worker@{worker_instance(pool, colour)}.service"
 
 
+def dropin_dir(unit: str) -> str:
+    """The drop-in directory of a unit (its sandbox, hardening.conf, lives there)."""
+    return f"{SYSTEMD_DIR}/{unit}.d"
+
+
 def worker_dropin_dir(app_name: str, pool: Optional[str] = None, colour: Optional[str] = None) -> str:
     """Drop-in directory of the unit template (hardening) or of one pool instance (pool.conf)."""
-    return f"{SYSTEMD_DIR}/{worker_unit(app_name, pool, colour)}.d"
+    return dropin_dir(worker_unit(app_name, pool, colour))
 
 
 def worker_nodename(pool: str, colour: str, host: str) -> str:
@@ -80,6 +85,29 @@ def deploy_lock_path(celery_app: str) -> str:
     return f"{LOCK_DIR}/taskstack-celery-deploy-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(celery_app))
 
 
+def worker_units(app_name: str, pools: List[str], colour: str) -> List[str]:
+    """The units of several pools of one colour, in the order of `pools`."""
+    return [worker_unit(app_name, pool, colour) for pool in pools]
+
+
+def live_colour(ansible_local: Optional[Mapping[str, Any]], app_name: str) -> str:
+    """The colour whose pool instances serve, from the local fact the worker role writes once
+    and a blue-green deploy switches; blue before the fact exists."""
+    fact = (ansible_local or {}).get(local_fact_name(app_name)) or {}
+    colour = str(fact.get("live_colour", "blue")).strip()
+    if colour not in COLOURS:
+        raise ValueError(f"{local_fact_file(app_name)} names the live colour {colour!r}, not blue or green")
+    return colour
+
+
+def colour_path(colour: str, blue_path: str, green_path: str) -> str:
+    """A colour's release directory or virtualenv: blue runs from the first path (where beat and
+    Flower run too), green from the second."""
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+    return blue_path if colour == "blue" else green_path
+
+
 def other_colour(colour: str) -> str:
     if colour not in COLOURS:
         raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
@@ -94,6 +122,7 @@ class FilterModule:
             "app_short_name": app_short_name,
             "worker_instance": worker_instance,
             "worker_unit": worker_unit,
+            "dropin_dir": dropin_dir,
             "worker_dropin_dir": worker_dropin_dir,
             "worker_nodename": worker_nodename,
             "beat_unit": beat_unit,
@@ -103,4 +132,7 @@ class FilterModule:
             "local_fact_file": local_fact_file,
             "deploy_lock_path": deploy_lock_path,
             "other_colour": other_colour,
+            "worker_units": worker_units,
+            "live_colour": live_colour,
+            "colour_path": colour_path,
         }

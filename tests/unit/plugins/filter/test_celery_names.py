@@ -55,3 +55,36 @@ def test_every_function_is_registered_as_a_filter():
     filters = names.FilterModule().filters()
     assert filters["worker_unit"]("demo", "default", "blue") == "celery-demo-worker@default-blue.service"
     assert set(filters) >= {"beat_unit", "flower_unit", "worker_nodename", "deploy_lock_path"}
+
+
+def test_the_units_of_several_pools_keep_the_pools_order():
+    assert names.worker_units("demo", ["slow", "default"], "green") == [
+        "celery-demo-worker@slow-green.service",
+        "celery-demo-worker@default-green.service",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ansible_local", "colour"),
+    [(None, "blue"), ({}, "blue"), ({"celery_demo": {}}, "blue"), ({"celery_demo": {"live_colour": "green\n"}}, "green"),
+     ({"celery_other": {"live_colour": "green"}}, "blue")],
+)
+def test_the_live_colour_is_read_from_the_apps_local_fact_and_is_blue_before_it_exists(ansible_local, colour):
+    assert names.live_colour(ansible_local, "demo") == colour
+
+
+def test_a_live_colour_fact_naming_no_colour_is_refused():
+    with pytest.raises(ValueError, match="celery_demo.fact names the live colour 'red'"):
+        names.live_colour({"celery_demo": {"live_colour": "red"}}, "demo")
+
+
+def test_blue_runs_from_the_first_path_and_green_from_the_second():
+    assert names.colour_path("blue", "/srv/app", "/srv/app-green") == "/srv/app"
+    assert names.colour_path("green", "/srv/app", "/srv/app-green") == "/srv/app-green"
+    with pytest.raises(ValueError, match="colour must be one of"):
+        names.colour_path("", "/srv/app", "/srv/app-green")
+
+
+def test_every_unit_has_its_drop_in_directory_beside_it():
+    assert names.dropin_dir(names.beat_unit("demo")) == "/etc/systemd/system/celery-demo-beat.service.d"
+    assert names.worker_dropin_dir("demo") == names.dropin_dir(names.worker_unit("demo"))
