@@ -76,7 +76,9 @@ def connection_vars(host_name: str) -> dict:
     import yaml
 
     inv = yaml.safe_load((inventory_dir() / "ansible_inventory.yml").read_text())
-    return dict(inv["all"]["hosts"][host_name])
+    # The docker connection reaches the container named by ansible_host, else by the inventory
+    # name: an alias must name the container itself.
+    return {"ansible_host": host_name, **dict(inv["all"]["hosts"][host_name])}
 
 
 def write_inventory(data: dict) -> Path:
