@@ -141,8 +141,8 @@ def helper_program(request: Mapping[str, Any]) -> str:
 
     The request (app, nodes, timeouts; no secret) is a JSON string literal, never code.
     """
-    return "%s\n\nmain(%r, %r)\n" % (program_source(), json.dumps(request),
-                                       helper_time_budget(request))
+    call = "main(%r, %r)" % (json.dumps(request), helper_time_budget(request))
+    return "%s\n\n%s\n" % (program_source(), call)
 
 
 def venv_python(venv: str) -> str:

@@ -44,6 +44,13 @@ else:
     HAS_REDIS = True
     REDIS_IMPORT_ERROR = None
 
+# The exception classes are exported for the modules, whether redis-py is installed or not.
+__all__ = [
+    "HAS_REDIS", "REDIS_IMPORT_ERROR", "REDIS_LIBRARY", "AuthenticationError", "Endpoint",
+    "RedisConnectionError", "RedisError", "ResponseError", "client_options", "config_get",
+    "flat_info", "is_refused_login", "open_client", "require_redis",
+]
+
 # What to install when redis-py is missing, for missing_required_lib's message.
 REDIS_LIBRARY = "redis (redis-py; Debian: apt-get install python3-redis)"
 
