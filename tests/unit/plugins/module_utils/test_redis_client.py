@@ -79,3 +79,35 @@ def test_missing_redis_py_fails_the_module_with_the_package_to_install(monkeypat
         redis_client.require_redis(FakeModule())
     assert "python3-redis" in failed.value.args[0]["msg"]
     assert failed.value.args[0]["exception"] == "ModuleNotFoundError: redis"
+
+
+# INFO persistence as Redis 7.0.15 (Debian 12) sent it, recorded with redis-cli.
+RECORDED_INFO_PERSISTENCE = "\r\n".join([
+    "# Persistence", "loading:0", "async_loading:0", "current_cow_peak:0",
+    "current_fork_perc:0.00", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
+    "rdb_last_save_time:1796039938", "rdb_last_bgsave_status:ok", "rdb_last_bgsave_time_sec:-1",
+    "aof_enabled:0", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0",
+    "aof_last_rewrite_time_sec:-1", "aof_last_bgrewrite_status:ok", "aof_last_write_status:ok",
+    "module_fork_in_progress:0", ""])
+
+
+def test_recorded_info_through_redis_py_s_own_parser_reads_as_the_server_wrote_it():
+    pytest.importorskip("redis")
+    try:
+        from redis._parsers.helpers import parse_info  # redis-py 5 and newer
+    except ImportError:
+        from redis.client import parse_info  # redis-py 4 (Debian 12)
+
+    class Recorded:
+        def info(self, section=None):
+            return parse_info(RECORDED_INFO_PERSISTENCE)
+
+    info = flat_info(Recorded(), "persistence")
+    assert {k: info[k] for k in ("aof_enabled", "aof_rewrite_in_progress", "aof_rewrite_scheduled",
+                                 "rdb_bgsave_in_progress", "rdb_last_save_time",
+                                 "rdb_last_bgsave_status", "aof_last_bgrewrite_status",
+                                 "aof_last_rewrite_time_sec")} == {
+        "aof_enabled": "0", "aof_rewrite_in_progress": "0", "aof_rewrite_scheduled": "0",
+        "rdb_bgsave_in_progress": "0", "rdb_last_save_time": "1796039938",
+        "rdb_last_bgsave_status": "ok", "aof_last_bgrewrite_status": "ok",
+        "aof_last_rewrite_time_sec": "-1"}
