@@ -22,10 +22,11 @@ export HOME="$TASKSTACK_ROOT/.cache/ansible-test"
 mkdir -p "$copy" "$HOME"
 
 # The pip version ansible-test pins for its virtualenvs (get_venv_packages).
-pip_version=$(python - <<'EOF'
+pip_version=$(python - "$python_version" <<'EOF'
+import sys
 from ansible_test._internal.python_requirements import get_venv_packages
 from ansible_test._internal.host_configs import NativePythonConfig
-print(get_venv_packages(NativePythonConfig(version="3.11"))["pip"])
+print(get_venv_packages(NativePythonConfig(version=sys.argv[1]))["pip"])
 EOF
 ) || { echo "cannot ask ansible-test which pip it bootstraps"; exit 1; }
 get_pip="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
