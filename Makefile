@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test lint unit molecule testbed clean
+.PHONY: help demo test lint unit sanity molecule testbed clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ lint:  ## yamllint, ansible-lint (production), argument-spec check, collection b
 
 unit:  ## Unit tests of the plugins
 	@scripts/testbed/venv.sh && .venv/bin/python -m pytest -q tests/unit
+
+sanity:  ## ansible-test sanity --python 3.11 on a copy under .cache (offline but for PyPI)
+	@scripts/testbed/venv.sh && scripts/sanity.sh
 
 molecule:  ## One scenario on one distro: make molecule SCENARIO=smoke DISTRO=debian12
 	@scripts/molecule_scenario.sh $(or $(SCENARIO),smoke) $(or $(DISTRO),debian12)

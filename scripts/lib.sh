@@ -119,3 +119,36 @@ run_scenarios() {
   done
   rm -rf "$dir"
 }
+
+# beside NAME CMD...: start CMD in the background now, while the caller goes on (the Molecule
+# scenarios); its output is kept. beside_done prints each such job's output when it has ended
+# and records it as a stage with its own duration.
+BESIDE_DIR=
+BESIDE_NAMES=()
+BESIDE_PIDS=()
+beside() {
+  local name=$1 n
+  shift
+  [[ -n $BESIDE_DIR ]] || BESIDE_DIR=$(mktemp -d)
+  n=${#BESIDE_NAMES[@]}
+  (
+    start=$SECONDS
+    "$@" </dev/null >"$BESIDE_DIR/$n.out" 2>&1
+    echo "$? $((SECONDS - start))" >"$BESIDE_DIR/$n.rc"
+  ) &
+  BESIDE_NAMES+=("$name")
+  BESIDE_PIDS+=("$!")
+  printf '\n--> [%s] %s started beside what follows\n' "$(date +%T)" "$name"
+}
+
+beside_done() {
+  local i rc seconds
+  for i in "${!BESIDE_NAMES[@]}"; do
+    wait "${BESIDE_PIDS[$i]}"
+    read -r rc seconds <"$BESIDE_DIR/$i.rc"
+    printf '\n==> [%s] %s\n' "$(date +%T)" "${BESIDE_NAMES[$i]}"
+    cat "$BESIDE_DIR/$i.out"
+    record_stage "${BESIDE_NAMES[$i]}" "$rc" "$seconds"
+  done
+  [[ -z $BESIDE_DIR ]] || rm -rf "$BESIDE_DIR"
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: toolchain, testbed, lint, unit tests, every Molecule scenario.
+# The whole test suite: toolchain, testbed, lint, unit tests, every Molecule scenario, and
+# ansible-test sanity beside the scenarios.
 # This is what `make test` and CI (.ci/run) run. Each stage prints its duration; the suite
 # prints a table and a total at the end and exits non-zero if any stage failed.
 #   TASKSTACK_SCENARIOS="smoke redis"   run only these scenarios
@@ -37,6 +38,10 @@ while read -r scenario distros <&3; do
     pending+=("$scenario $distro")
   done
 done 3< tests/molecule-matrix.txt
+# ansible-test sanity needs no containers: it runs beside the scenarios, which spend most of
+# their time waiting, and is reported after them.
+beside "ansible-test sanity (beside the scenarios)" scripts/sanity.sh
 run_scenarios "${TASKSTACK_JOBS:-2}" "${pending[@]}"
+beside_done
 
 stage_summary

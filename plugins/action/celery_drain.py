@@ -53,7 +53,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(argument_spec=argument_spec())
+        _validation, args = self.validate_argument_spec(argument_spec=argument_spec())
         host = task_vars.get("inventory_hostname", "?")
         nodes = list(dict.fromkeys(args["nodes"]))
         target = {name: args[name] for name in TARGET_ARGUMENT_SPEC}

@@ -4,9 +4,10 @@
 
 The Ansible modules run with the system python of the managed host, which has no Celery. The
 app's own virtualenv has it, and only the app knows its broker settings, so a small helper
-program runs inside that venv: `<venv>/bin/python -` with the app directory as working
-directory, the unit's EnvironmentFile variables as environment, and the program (with its JSON
-request embedded) on stdin. Nothing secret is ever on a command line.
+program (celery_control_program.py) runs inside that venv: `<venv>/bin/python -` with the app
+directory as working directory, the unit's EnvironmentFile variables as environment, and the
+program followed by the call with its JSON request on stdin. Nothing secret is ever on a
+command line or on stdin.
 
 What the workers answered is interpreted here, with the rules a deploy depends on:
 - a node that did not reply is unknown, never idle or drained;
@@ -17,12 +18,14 @@ What the workers answered is interpreted here, with the rules a deploy depends o
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from ansible_collections.taskstack.celery.plugins.module_utils import celery_control_program
 from ansible_collections.taskstack.celery.plugins.module_utils.celery_environment import redact
 
 INSPECT_FACTS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues")
@@ -124,119 +127,22 @@ def helper_time_budget(request: Mapping[str, Any]) -> float:
     return budget
 
 
-# The program is plain Python 3.8+ with nothing but Celery, so it runs in any app venv. It
-# prints exactly one JSON document on its stdout; whatever the app prints while it loads is
-# sent to stderr, so it cannot corrupt the answer.
-HELPER_PROGRAM = r'''
-import json
-import os
-import signal
-import sys
-import time
+def program_source() -> str:
+    """The text of celery_control_program.py, from wherever this collection was loaded.
 
-REQUEST = json.loads(__REQUEST_JSON__)
-_OUT = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
-sys.stdout = sys.stderr
-
-
-def answer(document, status):
-    _OUT.write(json.dumps(document, default=str))
-    _OUT.write("\n")
-    _OUT.flush()
-    os._exit(status)
-
-
-def fail(kind, message):
-    answer({"ok": False, "error": kind, "message": message}, 3)
-
-
-def on_alarm(signum, frame):
-    fail("timeout", "no complete answer within %d s (broker slow or unreachable?)" % BUDGET)
-
-
-BUDGET = max(1, int(__BUDGET__))
-signal.signal(signal.SIGALRM, on_alarm)
-signal.alarm(BUDGET)
-
-try:
-    import celery
-    from celery.app.utils import find_app
-except Exception as exc:
-    fail("celery_missing", "cannot import celery in %s: %s: %s" % (sys.prefix, type(exc).__name__, exc))
-
-try:
-    # Same lookup as `celery -A VALUE`: module, module:attribute, package.celery, ...
-    APP = find_app(REQUEST["app"])
-except BaseException as exc:
-    fail("app_not_loadable", "cannot load the Celery app %r from %s: %s: %s"
-         % (REQUEST["app"], os.getcwd(), type(exc).__name__, exc))
-
-NODES = list(REQUEST["nodes"])
-if not NODES:
-    fail("bad_request", "refusing to run without a destination")
-TIMEOUT = float(REQUEST["timeout"])
-
-try:
-    CONN = APP.connection_for_write()
-    CONN.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5,
-                           interval_max=1, timeout=float(REQUEST["connect_timeout"]))
-except Exception as exc:
-    fail("broker_unreachable", "cannot connect to the broker: %s: %s" % (type(exc).__name__, exc))
-
-
-def inspector():
-    return APP.control.inspect(destination=NODES, timeout=TIMEOUT, connection=CONN)
-
-
-result = {"ok": False, "celery_version": celery.__version__, "nodes": NODES,
-          "inspect": {}, "control": [], "after": None}
-try:
-    for fact in REQUEST["inspect"]:
-        result["inspect"][fact] = getattr(inspector(), fact)()
-    for item in REQUEST["control"]:
-        send = getattr(APP.control, item["command"])
-        replies = send(item["queue"], destination=NODES, reply=True, timeout=TIMEOUT,
-                       connection=CONN)
-        result["control"].append({"command": item["command"], "queue": item["queue"],
-                                  "replies": replies})
-    wanted = REQUEST.get("await_queues")
-    if wanted:
-        deadline = time.monotonic() + float(wanted["within"])
-        while True:
-            seen = inspector().active_queues() or {}
-            settled = True
-            for node in NODES:
-                if node not in seen:
-                    settled = False
-                    continue
-                names = set(q.get("name") for q in seen[node] or [])
-                if set(wanted["present"].get(node, [])) - names:
-                    settled = False
-                if set(wanted["absent"].get(node, [])) & names:
-                    settled = False
-            if settled or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        result["after"] = {"active_queues": seen, "settled": settled}
-except Exception as exc:
-    fail("control_failed", "%s: %s" % (type(exc).__name__, exc))
-finally:
-    try:
-        CONN.release()
-    except Exception:
-        pass
-
-result["ok"] = True
-answer(result, 0)
-'''
+    inspect.getsource asks the module's loader, so it also works inside the zip Ansible ships a
+    module in (the import above is what puts the file into that zip).
+    """
+    return inspect.getsource(celery_control_program)
 
 
 def helper_program(request: Mapping[str, Any]) -> str:
-    """The program text for `<venv>/bin/python -`, with the request embedded as a JSON literal."""
-    return (HELPER_PROGRAM
-            .replace("__REQUEST_JSON__", repr(json.dumps(request)))
-            .replace("__BUDGET__", repr(helper_time_budget(request))))
+    """What `<venv>/bin/python -` reads on stdin: the program, then the call that runs it.
+
+    The request (app, nodes, timeouts; no secret) is a JSON string literal, never code.
+    """
+    call = "main(%r, %r)" % (json.dumps(request), helper_time_budget(request))
+    return "%s\n\n%s\n" % (program_source(), call)
 
 
 def venv_python(venv: str) -> str:
@@ -489,7 +395,7 @@ def wait_until_idle(nodes: Sequence[str], poll: Poll, timeout: float, poll_inter
         still_running.extend(running)
         per_node[node] = {
             "idle": info.get("idle"),
-            "waited_for": [t for (n, _), t in waited_for.items() if n == node],
+            "waited_for": [t for (n, _task_id), t in waited_for.items() if n == node],
             "still_running": running,
         }
     return {

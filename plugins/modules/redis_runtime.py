@@ -11,8 +11,8 @@ module: redis_runtime
 short_description: Change a running Redis safely (persistence mode, CONFIG SET, ACL LOAD)
 version_added: 0.1.0
 description:
-  - Talks to the local Redis over its unix socket (or TCP) as an ACL user, with the password
-    sent inside the protocol, never on a command line.
+  - Talks to the local Redis over its unix socket (or TCP) as an ACL user through redis-py,
+    with the password sent inside the protocol, never on a command line.
   - I(appendonly) switches AOF on or off at runtime and waits until the data is on disk in the
     new form. Turning AOF on in the configuration of a server that holds data and restarting
     loads an empty dataset; this module does the switch with C(CONFIG SET appendonly yes) and
@@ -24,7 +24,7 @@ description:
   - I(wait_for_idle) waits until no BGSAVE or AOF rewrite runs, so a restart never interrupts
     one.
 author:
-  - taskstack.celery maintainers
+  - taskstack.celery maintainers (@taskstack)
 options:
   login_unix_socket:
     description:
@@ -88,6 +88,9 @@ options:
     description: Seconds to wait for a rewrite or BGSAVE before failing.
     type: int
     default: 600
+requirements:
+  - redis (redis-py) 4.3 or newer for the Python that runs the module; Debian package
+    C(python3-redis), which the C(taskstack.celery.redis) role installs.
 notes:
   - Supports check mode; then nothing is set and nothing is waited for.
 """
@@ -150,10 +153,16 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.taskstack.celery.plugins.module_utils.redis_protocol import (
+from ansible_collections.taskstack.celery.plugins.module_utils.redis_client import (
     Endpoint,
-    RedisConnection,
+    RedisConnectionError,
     RedisError,
+    ResponseError,
+    config_get,
+    flat_info,
+    is_refused_login,
+    open_client,
+    require_redis,
 )
 
 _MEMORY = re.compile(r"^(\d+)\s*(k|kb|m|mb|g|gb)?$", re.IGNORECASE)
@@ -197,14 +206,16 @@ def persistence_busy(info: dict) -> bool:
 
 
 class Runtime:
-    def __init__(self, conn, timeout: float, sleep=time.sleep, clock=time.monotonic) -> None:
-        self.conn = conn
+    """The changes, on a redis-py client (or anything with its info/config_*/bgsave methods)."""
+
+    def __init__(self, client, timeout: float, sleep=time.sleep, clock=time.monotonic) -> None:
+        self.client = client
         self.timeout = timeout
         self.sleep = sleep
         self.clock = clock
 
     def persistence(self) -> dict:
-        return self.conn.info("persistence")
+        return flat_info(self.client, "persistence")
 
     def wait_idle(self, what: str) -> dict:
         deadline = self.clock() + self.timeout
@@ -225,16 +236,16 @@ class Runtime:
         if enable:
             # Redis starts an AOF rewrite now, or schedules it behind a running BGSAVE. Until it
             # has finished and succeeded, no AOF on disk holds the dataset.
-            self.conn.execute("CONFIG", "SET", "appendonly", "yes")
+            self.client.config_set("appendonly", "yes")
             info = self.wait_idle("enabling AOF")
             if info.get("aof_enabled") != "1" or info.get("aof_last_bgrewrite_status") != "ok":
                 raise RuntimeError("AOF rewrite after enabling appendonly did not succeed: %r" % info)
         else:
             # Without AOF the next start loads dump.rdb: make it hold everything first.
-            self.conn.execute("CONFIG", "SET", "appendonly", "no")
+            self.client.config_set("appendonly", "no")
             self.wait_idle("disabling AOF")
             before = self.persistence().get("rdb_last_save_time")
-            self.conn.execute("BGSAVE")
+            self.client.bgsave()
             deadline = self.clock() + self.timeout
             while True:
                 info = self.persistence()
@@ -251,50 +262,51 @@ class Runtime:
         changed, reasons = [], []
         fixed = ALWAYS_RESTART_ONLY | set(restart_only)
         for name in sorted(desired):
-            reply = self.conn.execute("CONFIG", "GET", name)
-            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in reply or []]
-            live = dict(zip(values[::2], values[1::2]))
-            if name not in live:
+            live = config_get(self.client, name)
+            if live is None:
                 reasons.append("%s: unknown to the live server" % name)
                 continue
-            if same_value(desired[name], live[name]):
+            if same_value(desired[name], live):
                 continue
             if name in fixed:
-                reasons.append("%s: %r -> %r" % (name, live[name], normalize(desired[name])))
+                reasons.append("%s: %r -> %r" % (name, live, normalize(desired[name])))
                 continue
             if not check_mode:
                 try:
-                    self.conn.execute("CONFIG", "SET", name, normalize(desired[name]))
-                except RedisError as exc:
+                    self.client.config_set(name, normalize(desired[name]))
+                except ResponseError as exc:
                     if "immutable" not in str(exc) and "protected" not in str(exc):
                         raise
-                    reasons.append("%s: %r -> %r (immutable)" % (name, live[name], normalize(desired[name])))
+                    reasons.append("%s: %r -> %r (immutable)" % (name, live, normalize(desired[name])))
                     continue
             changed.append(name)
         return changed, reasons
 
 
-def connect(params) -> RedisConnection:
-    def endpoint(with_auth: bool) -> Endpoint:
-        sock = params["login_unix_socket"]
-        return Endpoint(
-            host=params["login_host"],
-            port=params["login_port"],
-            unix_socket=sock if sock and os.path.exists(sock) else None,
-            username=params["login_user"] if with_auth else None,
-            password=params["login_password"] if with_auth else None,
-            tls=params["login_tls"],
-            tls_ca_file=params["login_tls_ca_file"],
-        )
+def endpoint(params) -> Endpoint:
+    sock = params["login_unix_socket"]
+    with_auth = params["login_password"] is not None
+    return Endpoint(
+        host=params["login_host"],
+        port=params["login_port"],
+        unix_socket=sock if sock and os.path.exists(sock) else None,
+        username=params["login_user"] if with_auth else None,
+        password=params["login_password"] if with_auth else None,
+        tls=params["login_tls"],
+        tls_ca_file=params["login_tls_ca_file"],
+    )
 
+
+def connect(params, opener=open_client):
+    """A client logged in with the credentials, or without any where they are refused and
+    allow_unauthenticated is set (a managed server refuses that too: NOAUTH)."""
+    where = endpoint(params)
     try:
-        return RedisConnection(endpoint(params["login_password"] is not None)).connect()
+        return opener(where)
     except RedisError as exc:
-        if not params["allow_unauthenticated"] or "WRONGPASS" not in str(exc):
+        if not params["allow_unauthenticated"] or not where.password or not is_refused_login(exc):
             raise
-    conn = RedisConnection(endpoint(False)).connect()
-    conn.execute("PING")  # a managed server refuses this: NOAUTH
-    return conn
+    return opener(where.without_auth())
 
 
 def main() -> None:
@@ -317,16 +329,17 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
+    require_redis(module)
     p = module.params
     result = dict(changed=False, changed_settings=[], restart_required=False, restart_reasons=[],
                   appendonly_switched=False, persistence={}, redis_version="")
     try:
-        conn = connect(p)
+        client = connect(p)
     except (OSError, RedisError) as exc:
         module.fail_json(msg="cannot reach Redis: %s" % exc, **result)
     try:
-        runtime = Runtime(conn, p["timeout"])
-        result["redis_version"] = conn.info("server").get("redis_version", "")
+        runtime = Runtime(client, p["timeout"])
+        result["redis_version"] = flat_info(client, "server").get("redis_version", "")
         if p["appendonly"] is not None:
             result["appendonly_switched"] = runtime.switch_appendonly(p["appendonly"], module.check_mode)
         if p["config"]:
@@ -336,22 +349,22 @@ def main() -> None:
             result["restart_required"] = bool(reasons)
         if p["acl_load"] and not module.check_mode:
             try:
-                conn.execute("ACL", "LOAD")
+                client.acl_load()
                 result["changed"] = True
-            except RedisError as exc:
+            except ResponseError as exc:
                 if "not configured to use an ACL file" not in str(exc):
                     raise
                 result["restart_required"] = True
                 result["restart_reasons"].append("aclfile: the live server has none")
-            except OSError:
+            except RedisConnectionError:
                 # Redis disconnects the clients of the users it reloaded, this one included,
                 # sometimes before the reply arrives. The reconnect below tells whether the
                 # new file took: its admin user must authenticate.
                 result["changed"] = True
             # Either way this connection belongs to a user that no longer exists.
-            conn.close()
-            conn = connect(p)
-            runtime.conn = conn
+            client.close()
+            client = connect(p)
+            runtime.client = client
         elif p["acl_load"]:
             result["changed"] = True
         if p["wait_for_idle"] and not module.check_mode:
@@ -360,7 +373,7 @@ def main() -> None:
     except (OSError, RedisError, RuntimeError) as exc:
         module.fail_json(msg=str(exc), **result)
     finally:
-        conn.close()
+        client.close()
     result["changed"] = result["changed"] or result["appendonly_switched"] or bool(result["changed_settings"])
     module.exit_json(**result)
 

@@ -3,7 +3,9 @@
 Redis listens on 127.0.0.1:6391 (not 6379, so it never meets a Redis of the machine or of a
 Molecule scenario), with an ACL user whose password must be URL-encoded in the broker URL. The
 worker runs the demo app under a unique nodename. Every wait is bounded; everything started is
-stopped at the end. Without redis-server on PATH the tests skip and say so.
+stopped at the end. Without redis-server on PATH the tests fail when CI=true (a CI run that
+skipped them would pass while testing nothing) and elsewhere skip, saying why in the header and
+the summary of the run.
 """
 
 from __future__ import annotations
@@ -64,6 +66,33 @@ DEMO_GREETING='hello # not a comment'
 ''' % (REDIS_PASSWORD_IN_URL, REDIS_PORT)
 
 
+REDIS_SERVER = shutil.which("redis-server")
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+NO_REDIS = ("redis-server is not on PATH; install it (Debian: apt-get install -y redis-server, "
+            "or scripts/testbed/host_packages.sh) to run the live tests")
+
+
+def pytest_report_header(config):
+    if not REDIS_SERVER:
+        return "live tests: %s %s" % ("FAIL:" if IN_CI else "SKIPPED:", NO_REDIS)
+    return "live tests: %s" % REDIS_SERVER
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not REDIS_SERVER and not IN_CI:
+        terminalreporter.write_sep("=", "live tests SKIPPED: " + NO_REDIS, yellow=True)
+
+
+@pytest.fixture(scope="session")
+def require_redis_server() -> str:
+    """Path of redis-server. Missing: an error under CI=true, a skip with the reason elsewhere."""
+    if not REDIS_SERVER:
+        if IN_CI:
+            pytest.fail("CI=true and " + NO_REDIS, pytrace=False)
+        pytest.skip(NO_REDIS)
+    return REDIS_SERVER
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,12 +120,9 @@ def _stop(proc: subprocess.Popen, grace: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_broker(tmp_path_factory) -> Iterator[str]:
+def redis_broker(tmp_path_factory, require_redis_server) -> Iterator[str]:
     """Broker URL of a throw-away Redis on 127.0.0.1:6391 with an ACL user."""
-    server = shutil.which("redis-server")
-    if not server:
-        pytest.skip("redis-server is not on PATH; install it (Debian: apt-get install -y "
-                    "redis-server) to run the live Celery control tests")
+    server = require_redis_server
     if _port_open(REDIS_PORT):
         pytest.fail("127.0.0.1:%d is already in use; these tests need it for their own Redis"
                     % REDIS_PORT)

@@ -186,13 +186,13 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
     broker = settled_broker_state(host)
     # Every attempt is a task start: a retried task's failed attempts too.
     for j in jobs.values():
-        j["attempt_starts"] = [t for _, t in j["attempts"]] + j["starts"]
+        j["attempt_starts"] = [t for _number, t in j["attempts"]] + j["starts"]
     starts = [s for j in jobs.values() for s in j["attempt_starts"]]
     eta_jobs = [j for j in jobs.values() if j["eta"]]
     retried = [j for j in jobs.values() if j.get("retries")]
 
     def ran_twice(j: dict) -> bool:
-        numbers = [n for n, _ in j["attempts"]]
+        numbers = [n for n, _start in j["attempts"]]
         return len(j["starts"]) > 1 or len(numbers) != len(set(numbers))
 
     counts = {
@@ -202,7 +202,7 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         "run_twice": sum(1 for j in jobs.values() if ran_twice(j)),
         "retried_sent": len(retried),
         # finished after exactly the failed attempts it was sent to make
-        "retried_ok": sum(1 for j in retried if j["finishes"] and sorted(n for n, _ in j["attempts"])
+        "retried_ok": sum(1 for j in retried if j["finishes"] and sorted(n for n, _start in j["attempts"])
                           == list(range(j["retries"]))),
         "eta_sent": len(eta_jobs),
         "eta_early": sum(1 for j in eta_jobs if j["attempt_starts"] and min(j["attempt_starts"]) < j["eta"] - 0.05),
@@ -334,7 +334,7 @@ def test_check_mode_under_load_changes_no_queue_pid_or_unit_file(host):
 def test_a_second_deploy_is_refused_while_one_holds_the_lock(host):
     host.run(f"mkdir {LOCK} && echo 'ci pipeline 41' > {LOCK}/owner")
     pids = main_pids(host)
-    run, _ = deploy()
+    run, _report = deploy()
     print(f"deploy while locked: rc={run.rc}, changed={run.changed()}")
     assert run.rc != 0
     assert "Another deploy of demo.app holds the lock" in run.output
@@ -342,7 +342,7 @@ def test_a_second_deploy_is_refused_while_one_holds_the_lock(host):
     assert run.changed() == 0, run.recap()
     assert main_pids(host) == pids
     # A dry run takes no lock, but must not say "fine" while a deploy holds it.
-    check, _ = deploy("--check")
+    check, _report = deploy("--check")
     print(f"check mode while locked: rc={check.rc}")
     assert check.rc != 0
     assert "Another deploy of demo.app holds the lock" in check.output and "ci pipeline 41" in check.output
@@ -359,7 +359,7 @@ def test_a_second_deploy_is_refused_while_one_holds_the_lock(host):
 )
 def test_bad_input_fails_before_anything_changes(host, extra_vars, message):
     pids = main_pids(host)
-    run, _ = deploy(extra_vars=extra_vars)
+    run, _report = deploy(extra_vars=extra_vars)
     assert run.rc != 0
     assert message in run.output, run.output[-2000:]
     assert run.changed() == 0, run.recap()

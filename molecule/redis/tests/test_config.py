@@ -17,7 +17,7 @@ def redis_conf(host) -> dict[str, str]:
     conf = {}
     for line in host.file("/etc/redis/redis.conf").content_string.splitlines():
         if line.strip() and not line.startswith("#"):
-            name, _, value = line.partition(" ")
+            name, _blank, value = line.partition(" ")
             conf[name] = value.strip().strip('"')
     return conf
 

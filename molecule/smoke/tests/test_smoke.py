@@ -10,6 +10,7 @@ def test_systemd_is_pid1_and_running(host):
     failed = host.run("systemctl --failed --no-legend --plain").stdout
     assert state == "running", f"systemd is {state!r}; failed units:\n{failed}"
 
+
 def test_systemd_runs_a_hardened_unit(host):
     # The collection's units use PrivateTmp/ProtectSystem: systemd must be able to set up
     # their namespaces here (it cannot without CAP_SYS_ADMIN: status=226/NAMESPACE).
@@ -27,6 +28,7 @@ def test_celery_system_user_cannot_log_in(host):
     assert user.group == "celery"
     assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin")
     assert user.home == "/var/lib/celery"
+
 
 @pytest.mark.parametrize(
     ("path", "owner", "group", "mode"),

@@ -167,7 +167,7 @@ def flower_get(path: str, auth: tuple[str, str] | None = None, base: str = FLOWE
 
 def assert_flower_requires_auth(base: str, auth: tuple[str, str], worker: str) -> None:
     """The check: no credentials -> 401, credentials -> 200 listing the worker."""
-    status, _ = flower_get("/api/workers", base=base)
+    status, _body = flower_get("/api/workers", base=base)
     assert status == 401, f"{base}/api/workers answered {status} without credentials"
     status, body = flower_get("/api/workers?refresh=1", auth=auth, base=base)
     assert status == 200
@@ -186,7 +186,7 @@ def test_flower_answers_under_its_url_prefix_only(host_name):
     auth = ("admin", credential(host_name, "flower_admin_password"))
     wait_for(lambda: flower_get("/healthcheck")[0] in (200, 401), 30, what="Flower to answer")
     for path in ("/api/workers", "/healthcheck", "/"):
-        status, _ = flower_get(path, auth=auth, base=FLOWER_ROOT)
+        status, _body = flower_get(path, auth=auth, base=FLOWER_ROOT)
         assert status == 404, f"{FLOWER_ROOT}{path} answered {status}: the prefix is not applied"
     status, body = flower_get("/api/workers", auth=auth)
     assert status == 200
@@ -274,7 +274,7 @@ def test_units_are_sandboxed_per_systemd_analyze_security(host):
         assert match, f"no exposure level for {unit}:\n{out[-500:]}"
         exposure[unit] = (float(match.group(1)), match.group(2))
     print(f"systemd-analyze security exposure: {exposure}")
-    assert all(level <= 2.0 for level, _ in exposure.values()), exposure
+    assert all(level <= 2.0 for level, _detail in exposure.values()), exposure
 
 
 def test_generated_secrets_are_private_on_the_controller(host_name):

@@ -131,7 +131,7 @@ def test_check_mode_reports_what_it_would_cancel_and_sends_nothing(progress):
     assert result["changed"] is True
     assert result["cancelled_queues"] == {BLUE: ["default", "mail"]}
     assert host.sent("celery_consumer") == []
-    assert [name for name, _ in host.calls] == ["taskstack.celery.celery_worker_info"]
+    assert [name for name, _args in host.calls] == ["taskstack.celery.celery_worker_info"]
     assert "would stop consuming default, mail" in progress[0]
 
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.taskstack.celery.plugins.module_utils.redis_protocol import RedisError
+from ansible_collections.taskstack.celery.plugins.module_utils.redis_client import (
+    AuthenticationError,
+    Endpoint,
+    ResponseError,
+)
 from ansible_collections.taskstack.celery.plugins.modules.redis_runtime import (
     Runtime,
+    connect,
     normalize,
     same_value,
 )
 
 
-class FakeServer:
-    """Answers INFO persistence from a script of states; records every other command."""
+def as_redis_py_parses(state):
+    """INFO fields in the types redis-py's parser gives them: numbers become int."""
+    return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in state.items()}
+
+
+class FakeRedis:
+    """A redis.Redis stand-in: INFO persistence from a script of states, CONFIG from a dict;
+    replies shaped as redis-py (decode_responses=True) returns them. Records every write."""
 
     def __init__(self, states, config=None, immutable=()):
         self.states = list(states)
@@ -25,18 +36,22 @@ class FakeServer:
         state = self.states[0]
         if len(self.states) > 1:
             self.states.pop(0)
-        return dict(state)
+        return as_redis_py_parses(state)
 
-    def execute(self, *args):
-        self.commands.append(args)
-        if args[:2] == ("CONFIG", "GET"):
-            name = args[2]
-            return [name.encode(), self.config[name].encode()] if name in self.config else []
-        if args[:2] == ("CONFIG", "SET"):
-            if args[2] in self.immutable:
-                raise RedisError("ERR CONFIG SET failed (possibly related to argument '%s') - can't set immutable config" % args[2])
-            self.config[args[2]] = args[3]
-        return "OK"
+    def config_get(self, pattern="*"):
+        return {pattern: self.config[pattern]} if pattern in self.config else {}
+
+    def config_set(self, name, value):
+        self.commands.append(("CONFIG", "SET", name, value))
+        if name in self.immutable:
+            # redis-py strips the "ERR " of the server's error line.
+            raise ResponseError("CONFIG SET failed (possibly related to argument '%s') - can't set immutable config" % name)
+        self.config[name] = value
+        return True
+
+    def bgsave(self):
+        self.commands.append(("BGSAVE",))
+        return True
 
 
 IDLE_RDB_ONLY = {"aof_enabled": "0", "rdb_bgsave_in_progress": "0", "aof_rewrite_in_progress": "0",
@@ -82,7 +97,7 @@ def test_normalize_writes_booleans_the_redis_way():
 
 
 def test_enabling_aof_waits_for_a_rewrite_scheduled_behind_a_bgsave():
-    server = FakeServer([
+    server = FakeRedis([
         state(),  # before: AOF off
         state(aof_enabled="1", rdb_bgsave_in_progress="1", aof_rewrite_scheduled="1"),
         state(aof_enabled="1", rdb_bgsave_in_progress="1", aof_rewrite_scheduled="1"),
@@ -95,31 +110,31 @@ def test_enabling_aof_waits_for_a_rewrite_scheduled_behind_a_bgsave():
 
 
 def test_failed_rewrite_is_an_error_not_a_success():
-    server = FakeServer([state(), state(aof_enabled="1", aof_last_bgrewrite_status="err")])
+    server = FakeRedis([state(), state(aof_enabled="1", aof_last_bgrewrite_status="err")])
     with pytest.raises(RuntimeError, match="did not succeed"):
         runtime(server).switch_appendonly(True, check_mode=False)
 
 
 def test_rewrite_that_never_ends_times_out():
-    server = FakeServer([state(), state(aof_enabled="1", aof_rewrite_in_progress="1")])
+    server = FakeRedis([state(), state(aof_enabled="1", aof_rewrite_in_progress="1")])
     with pytest.raises(TimeoutError):
         runtime(server, timeout=1).switch_appendonly(True, check_mode=False)
 
 
 def test_aof_already_on_is_left_alone():
-    server = FakeServer([state(aof_enabled="1")])
+    server = FakeRedis([state(aof_enabled="1")])
     assert runtime(server).switch_appendonly(True, check_mode=False) is False
     assert server.commands == []
 
 
 def test_check_mode_reports_the_switch_without_making_it():
-    server = FakeServer([state()])
+    server = FakeRedis([state()])
     assert runtime(server).switch_appendonly(True, check_mode=True) is True
     assert server.commands == []
 
 
 def test_disabling_aof_saves_a_fresh_rdb_first():
-    server = FakeServer([
+    server = FakeRedis([
         state(aof_enabled="1"),
         state(),  # idle after CONFIG SET appendonly no
         state(),  # rdb_last_save_time read before BGSAVE
@@ -131,7 +146,7 @@ def test_disabling_aof_saves_a_fresh_rdb_first():
 
 
 def test_runtime_settings_are_set_and_fixed_ones_only_reported():
-    server = FakeServer(
+    server = FakeRedis(
         [state()],
         config={"maxmemory": "0", "appendfsync": "everysec", "databases": "16", "dir": "/var/lib/redis",
                 "io-threads": "1"},
@@ -150,7 +165,57 @@ def test_runtime_settings_are_set_and_fixed_ones_only_reported():
 
 
 def test_check_mode_sets_nothing():
-    server = FakeServer([state()], config={"maxmemory": "0"})
+    server = FakeRedis([state()], config={"maxmemory": "0"})
     changed, reasons = runtime(server).apply_config({"maxmemory": "1gb"}, [], check_mode=True)
     assert (changed, reasons) == (["maxmemory"], [])
     assert server.config["maxmemory"] == "0"
+
+
+def test_config_get_of_a_number_compares_as_text():
+    server = FakeRedis([state()], config={"databases": 16})
+    assert runtime(server).apply_config({"databases": 16}, [], check_mode=False) == ([], [])
+
+
+PARAMS = {"login_unix_socket": None, "login_host": "127.0.0.1", "login_port": 6379,
+          "login_user": "admin", "login_password": "s3cret", "login_tls": False,
+          "login_tls_ca_file": None, "allow_unauthenticated": True}
+
+
+class Opener:
+    """open_client stand-in: refuses the listed endpoints with the given errors."""
+
+    def __init__(self, refuse):
+        self.refuse, self.tried = refuse, []
+
+    def __call__(self, endpoint):
+        self.tried.append(endpoint)
+        error = self.refuse.get(endpoint.password is not None)
+        if error:
+            raise error
+        return "client"
+
+
+def test_refused_password_falls_back_to_an_unmanaged_server_without_auth():
+    opener = Opener({True: AuthenticationError("invalid username-password pair or user is disabled.")})
+    assert connect(PARAMS, opener=opener) == "client"
+    assert [e.password for e in opener.tried] == ["s3cret", None]
+    assert "s3cret" not in repr(opener.tried)
+
+
+def test_refused_password_is_an_error_when_unauthenticated_is_not_allowed():
+    opener = Opener({True: AuthenticationError("invalid username-password pair")})
+    with pytest.raises(AuthenticationError):
+        connect(dict(PARAMS, allow_unauthenticated=False), opener=opener)
+    assert len(opener.tried) == 1
+
+
+def test_unreachable_server_is_not_retried_without_auth():
+    opener = Opener({True: ConnectionRefusedError(111, "Connection refused")})
+    with pytest.raises(OSError):
+        connect(PARAMS, opener=opener)
+    assert len(opener.tried) == 1
+
+
+def test_endpoint_names_no_password():
+    where = Endpoint(username="admin", password="s3cret")
+    assert "s3cret" not in repr(where) and "s3cret" not in where.describe()
