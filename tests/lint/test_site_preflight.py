@@ -132,8 +132,6 @@ BAD_REDIS_VALUES = {
 }
 
 
-
-
 @pytest.fixture(scope="module")
 def preflight_results(tmp_path_factory) -> dict[str, str]:
     """Each host's failure message (empty when it passed every check), from one run."""
@@ -142,8 +140,8 @@ def preflight_results(tmp_path_factory) -> dict[str, str]:
     assert play["name"] == "Check the inventory before changing any host"
     play.pop("any_errors_fatal")
     (tmp / "preflight.yml").write_text(yaml.safe_dump([play]))
-    hosts = {f"w{i}": v for i, (v, _) in enumerate(BAD_WORKER_VALUES.values())}
-    hosts |= {f"r{i}": v for i, (v, _) in enumerate(BAD_REDIS_VALUES.values())}
+    hosts = {f"w{i}": case[0] for i, case in enumerate(BAD_WORKER_VALUES.values())}
+    hosts |= {f"r{i}": case[0] for i, case in enumerate(BAD_REDIS_VALUES.values())}
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {"all": {
         "vars": {**local, "celery_app": "demo.app", "celery_redis_address": "127.0.0.1"},

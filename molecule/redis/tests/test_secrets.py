@@ -54,7 +54,7 @@ def test_verbose_converge_reloads_the_acl_and_restarts_redis(verbose_converge, a
 
 
 def test_verbose_converge_with_diff_shows_no_password(verbose_converge):
-    run, _ = verbose_converge
+    run = verbose_converge[0]
     for name in PASSWORD_NAMES:
         assert password(name) not in run.output, f"{name} in the -vvv --diff output"
 
