@@ -5,7 +5,19 @@ reject_on_worker_lost, prefetch 1. Broker and result backend come from the envir
 collection writes (CELERY_BROKER_URL, CELERY_RESULT_BACKEND), as for any app.
 """
 
+import os
+
 from celery import Celery
+
+# Like a Django app that opens its log file at import: every process that imports the app
+# leaves a trace named after its user id (a test checks that root never imports it).
+if os.environ.get("DEMO_IMPORT_TRACE_DIR"):
+    try:
+        os.makedirs(os.environ["DEMO_IMPORT_TRACE_DIR"], exist_ok=True)
+        with open(os.path.join(os.environ["DEMO_IMPORT_TRACE_DIR"], f"imported-by-uid-{os.getuid()}"), "a"):
+            pass
+    except OSError:
+        pass  # a sandboxed service (Flower) may not write there
 
 app = Celery("demo")
 app.conf.update(
