@@ -7,7 +7,7 @@ app), as every deploy does first.
 
 from __future__ import annotations
 
-from test_deploy import deploy
+from loadlib import deploy
 
 TRACE_DIR = "/var/lib/celery/import-trace"
 
