@@ -85,6 +85,12 @@ def deploy_lock_path(celery_app: str) -> str:
     return f"{LOCK_DIR}/taskstack-celery-deploy-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(celery_app))
 
 
+def deploy_safety_net(app_name: str) -> str:
+    """The deploy's safety net on a worker host: the transient timer and service the deploy arms
+    (<name>.timer, <name>.service) and the log of what it did (/run/<name>.log)."""
+    return f"celery-{app_name}-deploy-safety-net"
+
+
 def worker_units(app_name: str, pools: List[str], colour: str) -> List[str]:
     """The units of several pools of one colour, in the order of `pools`."""
     return [worker_unit(app_name, pool, colour) for pool in pools]
@@ -131,6 +137,7 @@ class FilterModule:
             "local_fact_name": local_fact_name,
             "local_fact_file": local_fact_file,
             "deploy_lock_path": deploy_lock_path,
+            "deploy_safety_net": deploy_safety_net,
             "other_colour": other_colour,
             "worker_units": worker_units,
             "live_colour": live_colour,

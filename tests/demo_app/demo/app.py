@@ -29,5 +29,10 @@ app.conf.update(
     # 3600 s, as Celery; a test scenario lowers it to see a killed worker's message come back.
     broker_transport_options={"visibility_timeout": int(os.environ.get("DEMO_VISIBILITY_TIMEOUT", "3600"))},
     result_expires=3600,
+    # Ride out a broker restart (a few seconds), as an app that must not lose tasks should:
+    # publishing retries for about 10 s, and so does storing a result.
+    task_publish_retry_policy={"max_retries": 20, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 1.0},
+    result_backend_always_retry=True,
+    result_backend_max_retries=20,
     beat_schedule={"demo-tick": {"task": "demo.tasks.tick", "schedule": 2.0}},
 )

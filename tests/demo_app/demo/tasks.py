@@ -12,6 +12,10 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from demo.app import app
 
@@ -25,7 +29,13 @@ def ledger_url() -> str:
 
 
 def ledger() -> redis.Redis:
-    return redis.Redis.from_url(ledger_url())
+    """The ledger rides out a broker restart (retries for about 10 s): it measures what happens to
+    the tasks, and must not lose entries of its own."""
+    return redis.Redis.from_url(
+        ledger_url(),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 15),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 def _stamp(task) -> str:

@@ -43,6 +43,7 @@ def test_the_fact_and_lock_names_are_safe_for_files():
     assert names.local_fact_name("my-app") == "celery_my_app"
     assert names.local_fact_file("my-app") == "/etc/ansible/facts.d/celery_my_app.fact"
     assert names.deploy_lock_path("proj.celery:app") == "/run/lock/taskstack-celery-deploy-proj.celery_app"
+    assert names.deploy_safety_net("proj") == "celery-proj-deploy-safety-net"
     assert names.env_file("demo", "/etc/celery/") == "/etc/celery/demo.env"
 
 
@@ -54,7 +55,7 @@ def test_the_other_colour_of_blue_is_green_and_back():
 def test_every_function_is_registered_as_a_filter():
     filters = names.FilterModule().filters()
     assert filters["worker_unit"]("demo", "default", "blue") == "celery-demo-worker@default-blue.service"
-    assert set(filters) >= {"beat_unit", "flower_unit", "worker_nodename", "deploy_lock_path"}
+    assert set(filters) >= {"beat_unit", "flower_unit", "worker_nodename", "deploy_lock_path", "deploy_safety_net"}
 
 
 def test_the_units_of_several_pools_keep_the_pools_order():
