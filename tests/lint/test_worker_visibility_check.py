@@ -19,15 +19,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PLAY = [{
-    "name": "Run the worker role's visibility-timeout check",
-    "hosts": "all",
-    "gather_facts": False,
-    "tasks": [{
-        "name": "Check the pools against the broker's visibility timeout",
-        "ansible.builtin.include_role": {"name": "taskstack.celery.celery_worker", "tasks_from": "visibility"},
-    }],
-}]
+CHECK = {
+    "name": "Check the pools against the broker's visibility timeout",
+    "ansible.builtin.include_role": {"name": "taskstack.celery.celery_worker", "tasks_from": "visibility"},
+}
+PROBE = {
+    "name": "Load the app and publish its configuration",
+    "ansible.builtin.include_role": {"name": "taskstack.celery.celery", "tasks_from": "probe"},
+}
+# The demo app, loaded by the celery role's probe in this toolchain's virtualenv (it has Celery).
+DEMO_APP = {"celery_app_dir": str(ROOT / "tests" / "demo_app"), "celery_venv": str(Path(sys.prefix)),
+            "celery_broker_url": "redis://127.0.0.1:1/0"}
 
 
 def app_config(**changes) -> dict:
@@ -37,18 +39,23 @@ def app_config(**changes) -> dict:
     return config | changes
 
 
-def run_check(tmp_path: Path, extra_vars: dict) -> tuple[int, list[dict]]:
-    """The return code and each task's result on the one host."""
+def run_check(tmp_path: Path, extra_vars: dict, probe: bool = False,
+              args: tuple[str, ...] = ()) -> tuple[int, list[dict]]:
+    """The return code and each task's result on the one host; with `probe`, the celery role
+    loads the app first (as configure.yml does), else celery_app_config is given."""
     collections = tmp_path / "collections" / "ansible_collections" / "taskstack"
     collections.mkdir(parents=True)
     (collections / "celery").symlink_to(ROOT)
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(PLAY))
+    play = {"name": "Run the visibility-timeout check", "hosts": "all", "gather_facts": False,
+            "tasks": [PROBE, CHECK] if probe else [CHECK]}
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([play]))
     (tmp_path / "vars.json").write_text(json.dumps({"celery_app": "demo.app", **extra_vars}))
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1"}
     run = subprocess.run(
         ["ansible-playbook", "-i", "worker,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "play.yml")],
+         # The probe runs as this user: become would switch to celery_user, who is not here.
+         "-e", "ansible_become=false", "-e", f"@{tmp_path / 'vars.json'}", *args, str(tmp_path / "play.yml")],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     report = json.loads(run.stdout[run.stdout.index("{"):])
@@ -104,3 +111,27 @@ def test_a_run_that_could_not_probe_the_app_says_why(tmp_path, extra_vars, reaso
     warnings = [r["msg"] for r in results if "visibility-timeout check did not run" in str(r.get("msg", ""))]
     assert warnings, results
     assert reason in warnings[0]
+
+
+def test_the_probe_reads_a_task_s_own_time_limit_from_the_loaded_app(tmp_path):
+    # demo.long_limits: the demo app plus @app.task(time_limit=4000), past its visibility timeout.
+    rc, results = run_check(tmp_path, {**DEMO_APP, "celery_app": "demo.long_limits"}, True)
+    assert rc != 0
+    assert "Task 'demo.long_limits.export' has its own time_limit of 4000 s" in results[-1]["msg"]
+
+
+def test_the_probe_of_the_demo_app_passes(tmp_path):
+    rc, results = run_check(tmp_path, DEMO_APP, True)
+    assert rc == 0, results
+    facts = next(r["ansible_facts"]["celery_worker_visibility"] for r in results
+                 if "celery_worker_visibility" in r.get("ansible_facts", {}))
+    assert facts["checked"] is True
+
+
+def test_check_mode_without_the_virtualenv_says_the_check_did_not_run(tmp_path):
+    # A new host under --check: install.yml created nothing, so the app cannot be loaded.
+    rc, results = run_check(tmp_path, {**DEMO_APP, "celery_venv": str(tmp_path / "no-venv")}, True, ("--check",))
+    assert rc == 0
+    warnings = [r["msg"] for r in results if "visibility-timeout check did not run" in str(r.get("msg", ""))]
+    assert warnings, results
+    assert f"the virtualenv {tmp_path / 'no-venv'} does not exist yet (check mode" in warnings[0]
