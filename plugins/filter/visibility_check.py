@@ -86,7 +86,7 @@ def reserving_processes(pool: Mapping[str, Any], defaults: Mapping[str, Any]) ->
     """The process count the worker multiplies by the prefetch multiplier (components.Consumer)."""
     autoscale = str(pool_setting(pool, defaults, "autoscale") or "")
     if autoscale:
-        return int(autoscale.split(",")[0])
+        return int(autoscale.split(",", maxsplit=1)[0])
     return int(pool_setting(pool, defaults, "concurrency"))
 
 

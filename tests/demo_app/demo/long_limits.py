@@ -5,8 +5,8 @@ worker role refuses an app whose task would run twice (`@app.task(time_limit=...
 worker's --time-limit; with acks_late, Redis hands the message to a second worker after an hour).
 """
 
+# The app's own tasks come with it: its `imports` setting loads demo.tasks.
 from demo.app import app
-from demo.tasks import add  # noqa: F401  (the app's usual tasks, as `celery -A demo.app` has them)
 
 
 @app.task(time_limit=4000)
