@@ -64,14 +64,8 @@ def setting_name(pool: Mapping[str, Any], key: str) -> str:
 
 
 def disables_prefetch(extra_args: Sequence[Any]) -> bool:
-    """`--disable-prefetch` among a pool's extra arguments (the last of it and its negation wins)."""
-    state = None
-    for arg in extra_args:
-        if str(arg) == "--disable-prefetch":
-            state = True
-        elif str(arg) == "--no-disable-prefetch":
-            state = False
-    return bool(state)
+    """`--disable-prefetch` (a flag, Celery 5.6 and later) among a pool's extra arguments."""
+    return "--disable-prefetch" in [str(arg) for arg in extra_args]
 
 
 def processes(pool: Mapping[str, Any], defaults: Mapping[str, Any]) -> int:
@@ -113,17 +107,17 @@ def prefetch_count(pool: Mapping[str, Any], defaults: Mapping[str, Any],
     if app_config.get("worker_disable_prefetch") or disables_prefetch(extra):
         return {"count": reserving, "variable": "worker_disable_prefetch",
                 "text": f"P = {reserving}: worker_disable_prefetch holds one message per process"}
-    multiplier = pool_setting(pool, defaults, "prefetch_multiplier")
+    multiplier = int(pool_setting(pool, defaults, "prefetch_multiplier") or 0)
     variable = setting_name(pool, "prefetch_multiplier")
     if not multiplier:
         # `--prefetch-multiplier=0` falls back to the app's setting (celery/bin/worker.py).
-        multiplier = app_config.get("worker_prefetch_multiplier")
+        multiplier = int(app_config.get("worker_prefetch_multiplier") or 0)
         variable += " (0: the app's worker_prefetch_multiplier)"
     if not multiplier:
         return {"count": None, "variable": variable, "text": ""}
     scaled = pool_setting(pool, defaults, "autoscale")
     processes_name = setting_name(pool, "autoscale") + " maximum" if scaled else setting_name(pool, "concurrency")
-    return {"count": int(multiplier) * reserving, "variable": variable,
+    return {"count": multiplier * reserving, "variable": variable,
             "text": f"P = {variable} {multiplier} x {processes_name} {reserving} messages reserved"}
 
 

@@ -128,6 +128,9 @@ def test_an_unlimited_prefetch_is_refused():
     assert "celery_worker_pools[default].prefetch_multiplier" in problems[0]
     # 0 on the command line falls back to the app's setting, as `celery worker` does.
     assert visibility_check(app_config(worker_prefetch_multiplier=2), pools, DEFAULTS)["pools"][0]["prefetch"] == 4
+    # -e celery_worker_prefetch_multiplier=0 arrives as the string "0": still no limit.
+    assert visibility_check(app_config(worker_prefetch_multiplier=0), POOLS,
+                            {**DEFAULTS, "prefetch_multiplier": "0"})["problems"]
 
 
 def test_a_countdown_past_what_the_pool_leaves_is_refused():
