@@ -397,11 +397,14 @@ def test_no_secret_in_diff_or_verbose_output_journal_or_command_lines(host, host
         ({"celery_app": "demo.nonexistent"}, "cannot be loaded"),
         ({"celery_app": ""}, "celery_app must be the value of `celery -A`"),
         ({"celery_worker_time_limit": 4000}, "visibility_timeout"),
+        # The app's own task limit, read from the loaded app (tests/demo_app/demo/long_limits.py).
+        ({"celery_app": "demo.long_limits"}, "Task 'demo.long_limits.export' has its own time_limit of 4000 s"),
         ({"celery_worker_concurrency": 0}, "Concurrency of pool"),
         ({"flower_address": "0.0.0.0"}, "flower_allow_remote"),
         ({"flower_url_prefix": "flower 100%"}, "flower_url_prefix is 'flower 100%'"),
     ],
-    ids=["unimportable-app", "missing-app", "time-limit-above-visibility-timeout", "zero-concurrency",
+    ids=["unimportable-app", "missing-app", "time-limit-above-visibility-timeout",
+         "task-time-limit-above-visibility-timeout", "zero-concurrency",
          "flower-on-all-addresses", "url-prefix-with-space-and-percent"],
 )
 def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, extra_vars, message):

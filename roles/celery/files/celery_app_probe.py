@@ -40,6 +40,9 @@ def main(argv):
     conf = app.conf
     transport = conf.broker_transport_options or {}
     expires = conf.result_expires
+    # Each task's own hard limit, after task_annotations (applied when the app finalizes, which
+    # app.tasks does); None: the worker's --time-limit applies (Celery uses `or`, so 0 too).
+    tasks = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
     print(json.dumps({
         "main": app.main,
         "visibility_timeout": transport.get("visibility_timeout", 3600),
@@ -47,7 +50,10 @@ def main(argv):
         "task_acks_late": bool(conf.task_acks_late),
         "task_reject_on_worker_lost": bool(conf.task_reject_on_worker_lost),
         "worker_prefetch_multiplier": conf.worker_prefetch_multiplier,
-        "tasks": sorted(name for name in app.tasks if not name.startswith("celery.")),
+        # Celery 5.6 and later; absent before.
+        "worker_disable_prefetch": bool(conf.get("worker_disable_prefetch", False)),
+        "tasks": sorted(tasks),
+        "task_time_limits": {name: task.time_limit or None for name, task in sorted(tasks.items())},
     }))
     return 0
 
