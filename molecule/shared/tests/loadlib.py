@@ -205,6 +205,10 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         "completed": sum(1 for j in jobs.values() if j["finishes"]),
         "lost": sum(1 for j in jobs.values() if not j["finishes"]),
         "run_twice": sum(1 for j in jobs.values() if ran_twice(j)),
+        # Which ones, with what the ledger saw of them: the reason is in the workers' journal.
+        "lost_jobs": {k: {"sent": j["sent"], "queue": j["queue"], "seconds": j["seconds"], "starts": j["starts"],
+                          "attempts": j["attempts"]} for k, j in jobs.items() if not j["finishes"]},
+        "twice_jobs": {k: {"starts": j["starts"], "attempts": j["attempts"]} for k, j in jobs.items() if ran_twice(j)},
         "retried_sent": len(retried),
         # finished after exactly the failed attempts it was sent to make
         "retried_ok": sum(1 for j in retried if j["finishes"] and sorted(n for n, _start in j["attempts"])
