@@ -214,9 +214,8 @@ def test_redis_restarted_while_the_drain_waits_loses_nothing_the_broker_restart_
     seen = {}
 
     def restart_broker_in_drain(host):
-        cmd = ["ansible-playbook", "-i", str(inventory_dir()), "-e", json.dumps({**FAST, "celery_deploy_report":
-                                                                               "/tmp/taskstack-faults-redis.json"}),
-               str(DEPLOY)]
+        extra_vars = {**FAST, "celery_deploy_report": "/tmp/taskstack-faults-redis.json"}
+        cmd = ["ansible-playbook", "-i", str(inventory_dir()), "-e", json.dumps(extra_vars), str(DEPLOY)]
         lines = []
         job = None
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
