@@ -14,7 +14,6 @@ one line per row (pytest -s).
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest

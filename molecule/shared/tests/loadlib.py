@@ -252,4 +252,3 @@ def damage(counts: dict) -> dict:
 def assert_nothing_lost(counts: dict) -> None:
     assert_load_proves_something(counts)
     assert damage(counts) == {}
-
