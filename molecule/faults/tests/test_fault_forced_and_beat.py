@@ -202,3 +202,46 @@ def test_beat_failing_on_the_new_code_keeps_the_previous_beat_and_fails_cleanly(
     assert host.run("grep -c DEMO_TICK_SECONDS /srv/celery/app/demo/app.py").stdout.strip() == "0"
     assert main_pids(host) and wait_for(lambda: ticks_since(host, time.time() - 4) >= 1, 20, what="beat to tick")
     assert app_json(host, "import json\nfrom demo.tasks import add\nprint(json.dumps(add.delay(2, 3).get(timeout=30)))") == 5
+
+
+BREAK_BEAT_START = """---
+# The new code reads beat's longest sleep from the environment, as a string: the schedule loads,
+# the workers never read it, beat dies at its first tick.
+- name: Read beat's longest sleep from the environment
+  ansible.builtin.replace:
+    path: "{{ celery_deploy_release_dir }}/demo/app.py"
+    regexp: '^    result_expires=3600,$'
+    replace: '    result_expires=3600,\\n    beat_max_loop_interval=os.environ.get("DEMO_BEAT_MAX_LOOP", "5"),'
+"""
+
+
+def test_beat_dying_at_start_on_the_new_code_is_stopped_and_reported_stopped(host, tmp_path):
+    """The new code passes the schedule check but beat dies right after its start: the deploy
+    sees it not stay up, stops it (no crash loop: the previous code is gone, updated in place),
+    reports it stopped and fails; a good deploy brings it back."""
+    update = tmp_path / "update.yml"
+    update.write_text(BREAK_BEAT_START)
+    beat_unit = "celery-demo-beat.service"
+    try:
+        run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(update), "celery_deploy_install": False})
+        beat = report.get("beat", {}).get(host.backend.host, {})
+        time.sleep(6)  # past RestartSec=5s: a unit left to Restart=on-failure would be back by now
+        state = host.run(f"systemctl is-active {beat_unit}").stdout.strip()
+        print(f"fault beat dies at start: deploy rc={run.rc} result {report.get('result')} beat {beat};"
+              f" unit {state} 6 s later")
+        assert run.rc != 0
+        assert "did not stay up on the new code" in run.output, run.output[-3000:]
+        assert "Beat is stopped" in run.output
+        assert report["result"] == "failed"
+        assert beat["failed"] is True and beat["state"] == "stopped"
+        assert state in ("inactive", "failed")
+        assert host.run(f"test -e {LOCK}").rc != 0, "the rescue left the lock behind"
+    finally:
+        restore = deploy()
+    run, report = restore
+    beat = report.get("beat", {}).get(host.backend.host, {})
+    print(f"good deploy after it: rc={run.rc} result {report.get('result')} beat {beat}")
+    assert run.rc == 0, run.output[-3000:]
+    assert beat["state"] == "running_new_code"
+    assert host.run("grep -c DEMO_BEAT_MAX_LOOP /srv/celery/app/demo/app.py").stdout.strip() == "0"
+    assert wait_for(lambda: ticks_since(host, time.time() - 4) >= 1, 20, what="beat to tick")
