@@ -27,7 +27,10 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     # 3600 s, as Celery; a test scenario lowers it to see a killed worker's message come back.
-    broker_transport_options={"visibility_timeout": int(os.environ.get("DEMO_VISIBILITY_TIMEOUT", "3600"))},
+    # kombu looks for such messages only every unacked_restore_interval (10 s) times
+    # unacked_restore_throttle (10) seconds: with a low timeout, every 10 s, as kombu advises.
+    broker_transport_options={"visibility_timeout": int(os.environ.get("DEMO_VISIBILITY_TIMEOUT", "3600")),
+                              **({"unacked_restore_throttle": 1} if os.environ.get("DEMO_VISIBILITY_TIMEOUT") else {})},
     result_expires=3600,
     # Ride out a broker restart (a few seconds), as an app that must not lose tasks should:
     # publishing retries for about 10 s, and so does storing a result.

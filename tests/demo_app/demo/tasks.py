@@ -7,6 +7,7 @@ sent, completed, lost and run-twice without trusting Celery's own bookkeeping.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -83,4 +84,26 @@ def hold(self, job_id: str, max_seconds: float = 300) -> str:
     while time.monotonic() < deadline and not db.exists(f"demo:release:{job_id}"):
         time.sleep(0.2)
     db.rpush(f"demo:finished:{job_id}", _stamp(self))
+    return job_id
+
+
+@app.task(bind=True)
+def stubborn(self, job_id: str, max_seconds: float = 70) -> str:
+    """Like `hold`, but deaf to a cold shutdown: SIGTERM (what Celery sends a pool child to cancel
+    its task) and SIGQUIT are ignored while it waits for the harness to release `job_id`, so only
+    SIGKILL ends it. Its run after a redelivery finds the release already there and finishes.
+
+    The worker's hard time limit still applies (its own SIGKILL): send it with a time_limit that
+    outlasts the deploy, and below the broker's visibility timeout, or that limit ends it first."""
+    db = ledger()
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGQUIT)}
+    try:
+        db.rpush(f"demo:started:{job_id}", _stamp(self))
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline and not db.exists(f"demo:release:{job_id}"):
+            time.sleep(0.2)
+        db.rpush(f"demo:finished:{job_id}", _stamp(self))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return job_id
