@@ -295,16 +295,6 @@ def test_real_helper_survives_an_app_that_prints_and_reports_an_unreachable_brok
 # -- waiting for a drain -----------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
 
 def _answers(*polls):
     """A poll function that returns summarize_inspection of each given reply set in turn."""
@@ -329,8 +319,8 @@ def _busy(*tasks):
 IDLE = {"active": {BLUE: []}, "reserved": {BLUE: []}}
 
 
-def test_node_answering_with_tasks_then_empty_is_drained_and_names_what_it_waited_for():
-    clock, lines = FakeClock(), []
+def test_node_answering_with_tasks_then_empty_is_drained_and_names_what_it_waited_for(clock):
+    lines = []
     poll = _answers(_busy(TASK, dict(TASK, id="t2")), _busy(TASK), IDLE)
     outcome = wait_until_idle([BLUE], poll, timeout=60, poll_interval=2, reply_timeout=1,
                               progress=lines.append, clock=clock, sleep=clock.sleep)
@@ -344,8 +334,7 @@ def test_node_answering_with_tasks_then_empty_is_drained_and_names_what_it_waite
     assert "drained" in lines[2]
 
 
-def test_timeout_with_a_task_still_running_is_not_drained_and_lists_it():
-    clock = FakeClock()
+def test_timeout_with_a_task_still_running_is_not_drained_and_lists_it(clock):
     outcome = wait_until_idle([BLUE], _answers(_busy(TASK)), timeout=5, poll_interval=2,
                               reply_timeout=1, clock=clock, sleep=clock.sleep)
     assert outcome["drained"] is False
@@ -356,8 +345,8 @@ def test_timeout_with_a_task_still_running_is_not_drained_and_lists_it():
     assert outcome["nodes"][BLUE]["idle"] is False
 
 
-def test_node_that_never_answers_is_never_drained():
-    clock, lines = FakeClock(), []
+def test_node_that_never_answers_is_never_drained(clock):
+    lines = []
     outcome = wait_until_idle([BLUE], _answers({"active": None, "reserved": None}), timeout=4,
                               poll_interval=1, reply_timeout=1, progress=lines.append,
                               clock=clock, sleep=clock.sleep)
@@ -366,8 +355,7 @@ def test_node_that_never_answers_is_never_drained():
     assert all("no reply (unknown" in line for line in lines)
 
 
-def test_one_idle_node_and_one_silent_node_is_not_drained():
-    clock = FakeClock()
+def test_one_idle_node_and_one_silent_node_is_not_drained(clock):
     reply = {"active": {BLUE: []}, "reserved": {BLUE: []}}
     outcome = wait_until_idle([BLUE, GREEN], _answers(reply), timeout=3, poll_interval=1,
                               reply_timeout=1, clock=clock, sleep=clock.sleep)
@@ -376,8 +364,7 @@ def test_one_idle_node_and_one_silent_node_is_not_drained():
     assert outcome["nodes"][BLUE]["idle"] is True
 
 
-def test_failed_poll_counts_as_no_reply_and_is_recorded():
-    clock = FakeClock()
+def test_failed_poll_counts_as_no_reply_and_is_recorded(clock):
     poll = _answers(CeleryControlError("broker gone", kind="broker_unreachable"), IDLE)
     outcome = wait_until_idle([BLUE], poll, timeout=10, poll_interval=1, reply_timeout=1,
                               clock=clock, sleep=clock.sleep)
@@ -386,8 +373,7 @@ def test_failed_poll_counts_as_no_reply_and_is_recorded():
     assert outcome["polls"] == 2
 
 
-def test_reply_timeout_shrinks_with_the_time_left_and_the_last_poll_is_at_the_deadline():
-    clock = FakeClock()
+def test_reply_timeout_shrinks_with_the_time_left_and_the_last_poll_is_at_the_deadline(clock):
     poll = _answers(_busy(TASK))
     wait_until_idle([BLUE], poll, timeout=3, poll_interval=2, reply_timeout=5,
                     clock=clock, sleep=clock.sleep)
