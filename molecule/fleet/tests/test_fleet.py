@@ -308,16 +308,25 @@ print(json.dumps({k: sorted(q["name"] for q in v)
 """)
 
 
-# The drain of host b has finished when this task reports for b: b then serves nothing, and the
-# deploy goes on to update its code.
+# Host b goes the moment this task (the drain) reports for the host named by the test's case.
 LOSE_B_AFTER = "Stop the serving nodes taking tasks and wait for the running ones"
 # How long host b stays away after the deploy ended: host a serves alone meanwhile.
 B_AWAY_SECONDS = 10
+# When host b goes: the host whose drain is the signal, the queues the load goes to, and how the
+# report must describe b.
+#  - during its deploy: b has drained (it holds no task), so the load may use the shared queue;
+#  - before its deploy began (while host a deploys): b still consumes `celery` when it goes, and
+#    what it held would come back only after the broker's visibility timeout, so the load goes to
+#    fleet-a only.
+LOSSES = {
+    "during_its_deploy": ("b", ("fleet-a", "celery"), "unreachable during its deploy"),
+    "before_its_deploy": ("a", ("fleet-a",), "unreachable when its deploy began"),
+}
 
 
-def deploy_losing_host_b(extra_vars: dict) -> tuple[PlaybookRun, dict, float | None]:
-    """Roll the deploy and `docker kill` host b once its drain is done; the run, its report and
-    when b went.
+def deploy_losing_host_b(after_drain_of: str, extra_vars: dict) -> tuple[PlaybookRun, dict, float | None]:
+    """Roll the deploy and `docker kill` host b once the drain of host `after_drain_of` is done;
+    the run, its report and when b went.
 
     docker kill, not docker stop: a host that disappears (power, kernel, network) gives no
     warning, and `docker stop` would leave systemd 10 s to shut down first. The deploy reaches b
@@ -339,7 +348,7 @@ def deploy_losing_host_b(extra_vars: dict) -> tuple[PlaybookRun, dict, float | N
                 if line.startswith("TASK ["):
                     task = line
                 elif (lost_at is None and LOSE_B_AFTER in task
-                      and line.startswith((f"ok: [{HOSTS['b']}]", f"changed: [{HOSTS['b']}]"))):
+                      and line.startswith((f"ok: [{HOSTS[after_drain_of]}]", f"changed: [{HOSTS[after_drain_of]}]"))):
                     subprocess.run(["docker", "kill", HOSTS["b"]], check=True, capture_output=True)
                     lost_at = time.time()
             proc.wait(timeout=600)
@@ -349,15 +358,19 @@ def deploy_losing_host_b(extra_vars: dict) -> tuple[PlaybookRun, dict, float | N
 
 
 @pytest.mark.skipif(DISTRO != "debian12", reason="playbook logic, the same on every distro: Debian 12 only")
-def test_a_host_lost_mid_deploy_stops_the_rollout_releases_the_lock_and_the_rest_keeps_serving(hosts):
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_a_host_lost_mid_deploy_stops_the_rollout_releases_the_lock_and_the_rest_keeps_serving(hosts, loss):
+    after_drain_of, queues, described = LOSSES[loss]
     a = hosts["a"]
     lock = deploy_names().deploy_lock_path("demo.app")
-    run_id = start_load(a, queues=("fleet-a", "celery"))
+    run_id = start_load(a, queues=queues)
     back_at = None
     try:
         time.sleep(3)
-        run, report, lost_at = deploy_losing_host_b({"celery_deploy_serial": 1, "celery_deploy_drain_timeout": 30})
-        assert lost_at is not None, "the deploy never drained host b:\n" + run.output[-3000:]
+        run, report, lost_at = deploy_losing_host_b(
+            after_drain_of, {"celery_deploy_serial": 1, "celery_deploy_drain_timeout": 30})
+        assert lost_at is not None, f"the deploy never drained host {after_drain_of}:\n" + run.output[-3000:]
+        deploy_ended = time.time()
         time.sleep(B_AWAY_SECONDS)
         lock_left = a.run(f"test -e {lock}").rc == 0
         queues_while_b_away = consumed_queues(a)
@@ -378,15 +391,18 @@ def test_a_host_lost_mid_deploy_stops_the_rollout_releases_the_lock_and_the_rest
     counts = {
         "sent": len(jobs),
         "sent_to_fleet_a": sum(1 for j in jobs.values() if j["queue"] == "fleet-a"),
+        "completed_fleet_a": sum(1 for j in jobs.values() if j["queue"] == "fleet-a" and j["finishes"]),
         "completed": sum(1 for j in jobs.values() if j["finishes"]),
         "lost": sum(1 for j in jobs.values() if not j["finishes"]),
         "run_twice": sum(1 for j in jobs.values() if len(j["starts"]) > 1),
         "b_away_seconds": round(back_at - lost_at, 1),
         "started_while_b_away": len(while_away),
         "served_while_b_away": sorted({s[1] for s in while_away}),
-        "longest_pause_while_b_away": round(longest_pause([float(s[0]) for s in while_away], lost_at, back_at), 2),
+        # From the end of the deploy: when b goes before its own deploy, a restarts meanwhile.
+        "longest_pause_after_deploy": round(
+            longest_pause([float(s[0]) for s in while_away], deploy_ended, back_at), 2),
     }
-    print(f"host b lost mid deploy: rc={run.rc}, result {report.get('result')}, lock left {lock_left},"
+    print(f"host b lost {loss}: rc={run.rc}, result {report.get('result')}, lock left {lock_left},"
           f" report hosts {json.dumps({h: [r.get('failed'), r.get('message')] for h, r in report.get('hosts', {}).items()})},"
           f" queues while b away {queues_while_b_away}, after {queues_after}; {json.dumps(counts)}")
 
@@ -395,15 +411,17 @@ def test_a_host_lost_mid_deploy_stops_the_rollout_releases_the_lock_and_the_rest
     assert report.get("result") == "failed", run.output[-3000:]
     assert report["hosts"][HOSTS["a"]]["failed"] is False
     assert report["hosts"][HOSTS["b"]]["failed"] is True
-    assert "unreachable" in report["hosts"][HOSTS["b"]]["message"].lower()
+    assert report["hosts"][HOSTS["b"]]["unreachable"] is True
+    assert report["hosts"][HOSTS["b"]]["message"].startswith(described)
     # The rollout stopped with b: a serves on the new code alone, consuming both its queues.
     assert queues_while_b_away == {f"default-blue@{HOSTS['a']}": ["celery", "fleet-a"]}
     assert counts["sent"] > 40 and counts["sent_to_fleet_a"] > 20, "too little load to prove anything"
     assert counts["lost"] == 0
     assert counts["run_twice"] == 0
     assert counts["completed"] == counts["sent"]
+    assert counts["completed_fleet_a"] == counts["sent_to_fleet_a"]
     assert counts["started_while_b_away"] > 0
     assert counts["served_while_b_away"] == [f"default-blue@{HOSTS['a']}"]
-    assert counts["longest_pause_while_b_away"] < HOLD_AFTER_STOP / 2
+    assert counts["longest_pause_after_deploy"] < HOLD_AFTER_STOP / 2
     # Back from the dead, b consumes again (its units are enabled), so later runs start clean.
     assert queues_after == {f"default-blue@{name}": ["celery", f"fleet-{key}"] for key, name in HOSTS.items()}
