@@ -295,7 +295,6 @@ def test_real_helper_survives_an_app_that_prints_and_reports_an_unreachable_brok
 # -- waiting for a drain -----------------------------------------------------------------------
 
 
-
 def _answers(*polls):
     """A poll function that returns summarize_inspection of each given reply set in turn."""
     replies = list(polls)

@@ -50,7 +50,6 @@ class FakeApp:
         self.control = control
 
 
-
 def test_every_inspect_and_control_call_names_the_nodes_never_a_broadcast():
     control = FakeControl([BLUE, GREEN])
     request = build_request("proj", [BLUE, GREEN], 2.0, inspect=["ping"],
