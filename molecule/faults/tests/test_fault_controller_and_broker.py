@@ -84,7 +84,7 @@ def deploy_killed_at(host, extra_vars: dict, after_marker) -> dict:
 
             wait_for(lambda: reached(WORKERS_PLAY), 240, what="the deploy's workers play")
             job = hold_task(host)
-            wait_for(lambda: reached(DRAIN_TASK), 120, what="the deploy's drain")
+            wait_for(lambda: reached(DRAIN_TASK), 300, what="the deploy's drain")
             assert proc.poll() is None, "the deploy ended before the fault:\n" + Path(log.name).read_text()[-3000:]
             wait_for(lambda: after_marker(host), 30, interval=0.2, what="the moment to kill the controller")
             os.killpg(proc.pid, signal.SIGKILL)
@@ -103,12 +103,13 @@ def deploy_killed_at(host, extra_vars: dict, after_marker) -> dict:
 
 
 def hold_task(host) -> str:
-    """Send a task that runs on the serving workers until released (34 s at most: below the
-    scenario's soft time limit), and wait until it runs."""
+    """Send a task that runs on the serving workers until released (80 s at most, with time
+    limits of its own above that and below the 90 s visibility timeout: a loaded machine may take
+    a minute from the workers play to the drain), and wait until it runs."""
     job = f"held-{uuid.uuid4().hex[:8]}"
     ledger(host, f"""
 from demo.tasks import hold
-hold.apply_async(({job!r}, 34), queue="celery")
+hold.apply_async(({job!r}, 80), queue="celery", soft_time_limit=84, time_limit=88)
 print(json.dumps(1))
 """)
     wait_for(lambda: ledger(host, f'print(json.dumps(db.llen("demo:started:{job}")))'), 30,
@@ -181,9 +182,9 @@ def test_controller_killed_in_the_middle_of_a_blue_green_switch_leaves_exactly_o
             name = host.backend.host
             return queues.get(f"default-{new}@{name}") and not queues.get(f"default-{old}@{name}")
 
-        # No code update: the old colour's drain begins sooner, while the held task runs.
-        killed = deploy_killed_at(host, {**FAST, "celery_deploy_strategy": "blue_green",
-                                         "celery_deploy_install": False}, draining)
+        # The new colour's release is built (a fresh host has none); the held task keeps the old
+        # colour draining until the kill.
+        killed = deploy_killed_at(host, {**FAST, "celery_deploy_strategy": "blue_green"}, draining)
         seen["recovered_after"] = round(wait_for(lambda: consuming(host, old) and time.time(), 120, interval=1,
                                                  what="the old colour alone to consume") - killed["killed_at"], 1)
         wait_for(lambda: all(not host.service(unit).is_running for unit in units(new)), 60,
