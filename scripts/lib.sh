@@ -20,21 +20,30 @@ link_collection() {
 STAGE_NAMES=()
 STAGE_SECONDS=()
 STAGE_RESULTS=()
+# Why each failed stage failed, a few lines each: printed again after the summary table, since
+# a CI page often keeps only the end of the output and a stage's own output scrolls away.
+STAGE_WHY=()
 
 # stage NAME CMD...: run CMD, print its duration, remember the result; never exits.
 stage() {
-  local name=$1 start rc
+  local name=$1 start rc out
   shift
   printf '\n==> [%s] %s\n' "$(date +%T)" "$name"
   start=$SECONDS
-  "$@"
-  rc=$?
-  record_stage "$name" "$rc" $((SECONDS - start))
+  out=$(mktemp)
+  "$@" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  record_stage "$name" "$rc" $((SECONDS - start)) "$out"
+  rm -f "$out"
   return "$rc"
 }
 
-# record_stage NAME RC SECONDS: remember a stage's result and print it.
+# record_stage NAME RC SECONDS [OUTPUT_FILE]: remember a stage's result and print it; for a
+# failed stage with an output file, keep why it failed for the end of the run.
 record_stage() {
+  if [[ $2 -ne 0 && -n ${4:-} && -s ${4:-} ]]; then
+    STAGE_WHY+=("$(failure_digest "$1" "$4")")
+  fi
   STAGE_NAMES+=("$1")
   STAGE_SECONDS+=("$3")
   STAGE_RESULTS+=("$([[ $2 -eq 0 ]] && echo ok || echo "FAILED (exit $2)")")
@@ -51,7 +60,22 @@ stage_summary() {
   done
   printf '%-44s %8d  %s\n' "total" "$total" "$((${#STAGE_NAMES[@]} - failed)) passed, $failed failed"
   printf '%-44s %8d  %s\n' "wall clock" "$SECONDS" "(scenarios run side by side)"
+  if ((${#STAGE_WHY[@]})); then
+    printf '\nWhy the failed stages failed (their whole output is above, logs in .cache/logs):\n'
+    printf '%s\n' "${STAGE_WHY[@]}"
+  fi
   [[ $failed -eq 0 ]]
+}
+
+# failure_digest NAME OUTPUT_FILE: the lines of a failed stage's output that say why: a
+# scenario's "failed steps, tasks and tests" section (scripts/molecule_scenario.sh), else the
+# output's last lines.
+failure_digest() {
+  local why
+  why=$(sed -n '/^---- failed steps, tasks and tests:/,/^---- last [0-9]* lines of the log:/p' "$2" \
+    | sed '1d;$d' | tail -n 25)
+  [[ -n $why ]] || why=$(tail -n 15 "$2")
+  printf -- '---- %s\n%s\n' "$1" "$why"
 }
 
 link_collection
@@ -112,7 +136,7 @@ run_scenarios() {
         read -r rc seconds <"$f"
         printf '\n==> [%s] molecule %s (%s)\n' "$(date +%T)" "${job%-*}" "${job##*-}"
         cat "$dir/$job.out"
-        record_stage "molecule ${job%-*} (${job##*-})" "$rc" "$seconds"
+        record_stage "molecule ${job%-*} (${job##*-})" "$rc" "$seconds" "$dir/$job.out"
         rm -f "$f"
       done
     done
@@ -148,7 +172,7 @@ beside_done() {
     read -r rc seconds <"$BESIDE_DIR/$i.rc"
     printf '\n==> [%s] %s\n' "$(date +%T)" "${BESIDE_NAMES[$i]}"
     cat "$BESIDE_DIR/$i.out"
-    record_stage "${BESIDE_NAMES[$i]}" "$rc" "$seconds"
+    record_stage "${BESIDE_NAMES[$i]}" "$rc" "$seconds" "$BESIDE_DIR/$i.out"
   done
   [[ -z $BESIDE_DIR ]] || rm -rf "$BESIDE_DIR"
 }
