@@ -24,6 +24,16 @@ fi
 log=$TASKSTACK_ROOT/.cache/logs/molecule-$scenario-$distro.log
 mkdir -p "$(dirname "$log")"
 
+# Holding the lock, nothing else may use this scenario's container: one left by a run that was
+# killed (a cancelled job, a CI timeout, a developer's Ctrl-C) would make `create` fail on its
+# name, and Molecule state left by such a run would make it skip `create` and then find no
+# container. Remove both.
+for c in $(docker ps -aq --filter "name=^taskstack-$scenario-$distro\$"); do
+  echo "---- removing the container $c left by an earlier run of $scenario on $distro"
+  docker rm -f "$c" >/dev/null
+done
+rm -rf "${HOME:-/root}"/.ansible/tmp/molecule.*."$scenario"
+
 molecule test -s "$scenario" --destroy never >"$log" 2>&1
 rc=$?
 if [[ $rc -ne 0 ]]; then

@@ -27,9 +27,7 @@ from loadlib import (
     LOCK,
     POOLS,
     active_queues,
-    assert_load_proves_something,
     assert_nothing_lost,
-    damage,
     deploy,
     ledger,
     live_colour,
@@ -204,14 +202,15 @@ def test_controller_killed_in_the_middle_of_a_blue_green_switch_leaves_exactly_o
     assert_nothing_lost(counts)
 
 
-def test_redis_restarted_while_the_drain_waits_loses_nothing_the_broker_restart_itself_does_not(host):
+def test_redis_restarted_while_the_drain_waits_loses_nothing(host):
     """`systemctl restart redis-server` while the drain waits for a running task: the deploy either
-    completes or fails cleanly with the queues given back, and the broker is left clean.
+    completes or fails cleanly with the queues given back, nothing is lost or run twice, and the
+    broker is left clean.
 
-    A broker restart under load can itself lose a task Redis had just handed to a worker (kombu
-    moves a message from the queue to its `unacked` hash in two steps): the same restart with no
-    deploy is measured beside it. Any task lost must be one that was sent within seconds of the
-    restart and never started, in both runs; the ids and times are printed."""
+    Under the ACL the redis role wrote before (`user default reset off`) this row lost 0-3 tasks a
+    run: Redis replays an AOF's MULTI/EXEC as the default user and dropped kombu's `unacked`
+    entries of the messages a worker held (redis/redis#14541; users.acl.j2 says more, and
+    molecule/redis/tests/test_durability.py shows the loss on a Redis with that ACL)."""
     colour = live_colour(host)
     seen = {}
 
@@ -227,7 +226,6 @@ def test_redis_restarted_while_the_drain_waits_loses_nothing_the_broker_restart_
                 job = hold_task(host)
             if line.startswith(DRAIN_TASK):
                 time.sleep(2)
-                seen["restarted_at"] = time.time()
                 seen["restart"] = host.run("systemctl restart redis-server").rc
                 time.sleep(2)
                 break
@@ -243,33 +241,17 @@ def test_redis_restarted_while_the_drain_waits_loses_nothing_the_broker_restart_
         wait_for(lambda: consuming(host, colour), 60, interval=1, what="the host to consume after the deploy")
         return seen
 
-    def restart_broker(host):
-        seen["control_restarted_at"] = time.time()
-        assert host.run("systemctl restart redis-server").rc == 0
-        time.sleep(10)
-
     counts = run_load(host, restart_broker_in_drain)
     result = seen["report"].get("hosts", {}).get(host.backend.host, {})
     print(f"Redis restarted in the drain: restart rc={seen.get('restart')}, deploy rc={seen['rc']}, "
           f"report {seen['report'].get('result')}, message {result.get('message')!r}")
-    control = run_load(host, restart_broker)
-    print(f"Redis restarted with no deploy: lost {control['lost']} of {control['sent']}")
     assert seen.get("restart") == 0, "the deploy never reached the drain"
     if seen["rc"] != 0:
         assert seen["report"]["result"] == "failed", seen["output"][-3000:]
         assert "Queues given back" in seen["output"], seen["output"][-3000:]
     else:
         assert seen["report"]["result"] == "ok"
-    for run, restarted_at in ((counts, seen["restarted_at"]), (control, seen["control_restarted_at"])):
-        assert_load_proves_something(run)
-        found = damage(run)
-        lost = found.pop("lost", 0)
-        assert found == {}, found
-        # Lost only in the restart itself: sent in the seconds before it, never started.
-        for job, entry in run["lost_jobs"].items():
-            print(f"lost in the broker restart: {job}, sent {restarted_at - entry['sent']:.2f} s before it")
-            assert -1 <= restarted_at - entry["sent"] <= 10 and not entry["starts"] and not entry["attempts"], (job, entry)
-        assert lost == len(run["lost_jobs"])
+    assert_nothing_lost(counts)
 
 
 def run_load(host, action) -> dict:

@@ -223,13 +223,13 @@ def admin() -> redis.Redis:
 @pytest.fixture(scope="session")
 def naive_redis():
     """Start (and at the end remove) a Redis on NAIVE_PORT from a config file the test rewrites."""
-    def start(config: str) -> redis.Redis:
+    def start(config: str, user: str | None = None) -> redis.Redis:
         sh(f"systemctl stop {NAIVE_UNIT} 2>/dev/null; systemctl reset-failed {NAIVE_UNIT} 2>/dev/null; "
            "rm -rf /var/lib/taskstack-naive; mkdir -p /var/lib/taskstack-naive /etc/taskstack-naive; true")
         write_naive_config(config)
         sh(f"systemd-run --unit={NAIVE_UNIT} -p Restart=always -p RestartSec=100ms "
            "/usr/bin/redis-server /etc/taskstack-naive/redis.conf")
-        c = client(None, NAIVE_PORT)
+        c = client(None, NAIVE_PORT, **({"username": user, "password": "x"} if user else {}))
         wait_ready(c)
         return c
 

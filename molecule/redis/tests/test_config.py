@@ -78,7 +78,7 @@ def test_acl_file_holds_hashes_not_passwords(host):
     for name in PASSWORD_NAMES:
         assert password(name) not in acl
     assert len(re.findall(r" #[0-9a-f]{64} ", acl)) == 3
-    assert re.search(r"^user default reset off$", acl, re.M)
+    assert re.search(r"^user default reset off ~\* &\* \+@all$", acl, re.M)
 
 
 def test_generated_passwords_are_0600_on_the_controller():
