@@ -106,7 +106,8 @@ def collect_queues(client: Any, queues: Iterable[str], keys: KombuKeys) -> dict[
 
 
 def collect_unacked(client: Any, keys: KombuKeys) -> int:
-    """Messages delivered to a worker and not acknowledged yet (HLEN of the unacked hash)."""
+    """Messages delivered to a worker and not acknowledged yet (HLEN of the unacked hash), of
+    every queue of the database: kombu keeps one hash for all of them."""
     return as_int(client.hlen(keys.unacked())) or 0
 
 

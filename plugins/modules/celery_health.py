@@ -60,6 +60,12 @@ options:
   login_tls_ca_file:
     description: CA bundle that signed the server's certificate.
     type: path
+  login_db:
+    description:
+      - The database of the broker, the number at the end of its URL (V(1) for
+        C(redis://host:6379/1)). Queues read in another database would look empty.
+    type: int
+    default: 0
   queues:
     description:
       - Names of the Celery queues to measure, as the app declares them (for example
@@ -97,8 +103,8 @@ options:
     default: {}
   max_unacked:
     description:
-      - Maximum number of messages delivered to workers and not yet acknowledged. Omit to not
-        check it.
+      - Maximum number of messages delivered to workers and not yet acknowledged, of all the
+        queues of the database together (kombu keeps one hash for them). Omit to not check it.
     type: int
   max_memory_ratio:
     description:
@@ -243,7 +249,9 @@ queues:
   sample:
     default: {depth: 5, by_priority: {"0": 2, "3": 1, "6": 0, "9": 2}, max_depth: 1000}
 unacked:
-  description: Messages delivered and not acknowledged, the hash they are in, its maximum.
+  description:
+    - Messages delivered and not acknowledged, of every queue of the database (one hash), the
+      key of that hash, and its maximum.
   returned: success
   type: dict
   sample: {count: 1, key: "proj:unacked", max: 500}
@@ -330,6 +338,7 @@ def argument_spec() -> dict:
         login_password={"type": "str", "no_log": True},
         login_tls={"type": "bool", "default": False},
         login_tls_ca_file={"type": "path"},
+        login_db={"type": "int", "default": 0},
         queues={"type": "list", "elements": "str", "default": []},
         key_prefix={"type": "str", "default": "", "no_log": False},
         priority_steps={"type": "list", "elements": "int", "default": list(PRIORITY_STEPS)},
@@ -358,6 +367,7 @@ def endpoint(params: Mapping[str, Any]) -> Endpoint:
         password=params["login_password"] if with_auth else None,
         tls=params["login_tls"],
         tls_ca_file=params["login_tls_ca_file"],
+        db=params["login_db"],
     )
 
 
@@ -408,6 +418,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_by={"nodes": ["app", "app_dir", "venv"]})
     params = module.params
+    if params["login_db"] < 0:
+        module.fail_json(msg="login_db must not be negative, got %d" % params["login_db"])
     try:
         limits = thresholds(params)
     except ValueError as exc:

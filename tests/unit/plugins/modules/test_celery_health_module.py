@@ -95,6 +95,12 @@ def test_healthy_broker_is_reported_unchanged(broker, capsys):
     assert result["nodes"] == {}
     where = broker.endpoints[0]
     assert (where.host, where.username, where.password) == ("redis.invalid", "monitor", REDIS_PASSWORD)
+    assert where.db == 0
+
+
+def test_broker_database_is_the_one_read(broker, capsys):
+    run_module(dict(LOGIN, login_db=3), capsys)
+    assert broker.endpoints[0].db == 3
 
 
 def test_unhealthy_is_data_not_a_failure(broker, capsys):
@@ -127,7 +133,7 @@ def test_refused_login_fails(broker, capsys):
     assert run_module(dict(LOGIN, queues=["default"]), capsys)["failed"] is True
 
 
-@pytest.mark.parametrize(("option", "value"), [("max_queue_depth", -1),
+@pytest.mark.parametrize(("option", "value"), [("max_queue_depth", -1), ("login_db", -1),
                                                ("queue_max_depth", {"bulk": "many"}),
                                                ("queue_max_depth", {"bulk": -5})])
 def test_bad_threshold_is_refused_before_redis_is_asked(broker, capsys, option, value):
