@@ -67,14 +67,18 @@ class Endpoint:
     tls: bool = False
     tls_ca_file: Optional[str] = None
     timeout: float = 10.0
+    # The database number (the /N at the end of a redis:// URL); a Celery broker may use any.
+    db: int = 0
 
     def without_auth(self) -> "Endpoint":
         return Endpoint(self.host, self.port, self.unix_socket, None, None, self.tls,
-                        self.tls_ca_file, self.timeout)
+                        self.tls_ca_file, self.timeout, self.db)
 
     def describe(self) -> str:
         """Where, for messages: never the password."""
         where = self.unix_socket or "%s:%d%s" % (self.host, self.port, " (TLS)" if self.tls else "")
+        if self.db:
+            where += " db %d" % self.db
         return "%s as %s" % (where, self.username or "default") if self.password else where
 
 
@@ -90,6 +94,7 @@ def client_options(endpoint: Endpoint) -> dict[str, Any]:
         "socket_timeout": endpoint.timeout,
         "socket_connect_timeout": endpoint.timeout,
         "decode_responses": True,
+        "db": endpoint.db,
     }
     if endpoint.unix_socket:
         options["unix_socket_path"] = endpoint.unix_socket

@@ -39,6 +39,13 @@ def test_credentials_go_to_the_client_and_never_into_the_endpoint_text():
     assert where.without_auth().password is None and where.without_auth().username is None
 
 
+def test_database_number_reaches_the_client_and_survives_without_auth():
+    where = Endpoint(host="redis.example", username="admin", password="s3cret", db=2)
+    assert client_options(where)["db"] == 2 and client_options(Endpoint())["db"] == 0
+    assert where.without_auth().db == 2
+    assert where.describe() == "redis.example:6379 db 2 as admin"
+
+
 class Parsed:
     """What redis-py's INFO parser returns: numbers as int/float, keyspace lines as dicts."""
 
