@@ -73,6 +73,22 @@ def test_files_holding_secrets_are_0640_root_redis(host, path):
     assert f.mode & 0o037 == 0, f"{path} is {oct(f.mode)}"
 
 
+def test_config_rewrite_cannot_touch_the_role_owned_file(host, admin):
+    """The layout settled for Sentinel (docs/redis.md): the role alone writes redis.conf and the
+    ACL file. Redis cannot write under /etc (Debian's unit opens /etc/redis; the role's drop-in
+    closes it), so CONFIG REWRITE (Sentinel sends one with every failover, in the same
+    MULTI/EXEC as REPLICAOF NO ONE, which still applies) and ACL SAVE fail, and both files stay
+    as templated."""
+    files = ("/etc/redis/redis.conf", "/etc/redis/users.acl")
+    before = [host.file(f).sha256sum for f in files]
+    with pytest.raises(redis.ResponseError, match="Permission denied|Read-only file system"):
+        admin.config_rewrite()
+    with pytest.raises(redis.ResponseError):
+        admin.execute_command("ACL", "SAVE")
+    assert [host.file(f).sha256sum for f in files] == before
+    assert host.file("/etc/redis/redis.conf").user == "root"
+
+
 def test_acl_file_holds_hashes_not_passwords(host):
     acl = host.file("/etc/redis/users.acl").content_string
     for name in PASSWORD_NAMES:
