@@ -13,9 +13,10 @@ this file can be imported (and unit-tested) without it.
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 try:
     import redis
@@ -80,6 +81,37 @@ class Endpoint:
         if self.db:
             where += " db %d" % self.db
         return "%s as %s" % (where, self.username or "default") if self.password else where
+
+
+def login_argument_spec() -> dict[str, dict[str, Any]]:
+    """The login options of every module that talks to Redis (doc fragment redis_login)."""
+    return {
+        "login_unix_socket": {"type": "path"},
+        "login_host": {"type": "str", "default": "127.0.0.1"},
+        "login_port": {"type": "int", "default": 6379},
+        "login_user": {"type": "str"},
+        "login_password": {"type": "str", "no_log": True},
+        "login_tls": {"type": "bool", "default": False},
+        "login_tls_ca_file": {"type": "path"},
+    }
+
+
+def endpoint_from_params(params: Mapping[str, Any], db: int = 0,
+                         socket_exists: Callable[[str], bool] = os.path.exists) -> Endpoint:
+    """The Endpoint the login options name: the unix socket when it exists, else host and port;
+    credentials only with a password."""
+    sock = params["login_unix_socket"]
+    with_auth = params["login_password"] is not None
+    return Endpoint(
+        host=params["login_host"],
+        port=params["login_port"],
+        unix_socket=sock if sock and socket_exists(sock) else None,
+        username=params["login_user"] if with_auth else None,
+        password=params["login_password"] if with_auth else None,
+        tls=params["login_tls"],
+        tls_ca_file=params["login_tls_ca_file"],
+        db=db,
+    )
 
 
 def client_options(endpoint: Endpoint) -> dict[str, Any]:

@@ -26,6 +26,7 @@ description:
 author:
   - taskstack.celery maintainers (@taskstack)
 extends_documentation_fragment:
+  - taskstack.celery.redis_login
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -35,31 +36,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  login_unix_socket:
-    description:
-      - Unix socket of the server. Used when it exists; otherwise O(login_host):O(login_port).
-    type: path
-  login_host:
-    description: Address to connect to when the unix socket is absent.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: TCP port to connect to when the unix socket is absent.
-    type: int
-    default: 6379
-  login_user:
-    description: ACL user to authenticate as (it needs C(INFO), C(LLEN) and C(HLEN)).
-    type: str
-  login_password:
-    description: Password of O(login_user). Never returned.
-    type: str
-  login_tls:
-    description: Use TLS for the TCP connection.
-    type: bool
-    default: false
-  login_tls_ca_file:
-    description: CA bundle that signed the server's certificate.
-    type: path
   login_db:
     description:
       - The database of the broker, the number at the end of its URL (V(1) for
@@ -301,7 +277,6 @@ persistence:
     memory_ratio: 0.023
 """
 
-import os
 from typing import Any, Mapping, Optional
 
 from ansible.module_utils.basic import AnsibleModule
@@ -325,6 +300,8 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_health imp
 from ansible_collections.taskstack.celery.plugins.module_utils.redis_client import (
     Endpoint,
     RedisError,
+    endpoint_from_params,
+    login_argument_spec,
     open_client,
     require_redis,
 )
@@ -334,13 +311,7 @@ def argument_spec() -> dict:
     # The helper's options, optional here: only O(nodes) needs them (required_by).
     spec = {name: dict(option, required=False) for name, option in TARGET_ARGUMENT_SPEC.items()}
     spec.update(
-        login_unix_socket={"type": "path"},
-        login_host={"type": "str", "default": "127.0.0.1"},
-        login_port={"type": "int", "default": 6379},
-        login_user={"type": "str"},
-        login_password={"type": "str", "no_log": True},
-        login_tls={"type": "bool", "default": False},
-        login_tls_ca_file={"type": "path"},
+        **login_argument_spec(),
         login_db={"type": "int", "default": 0},
         queues={"type": "list", "elements": "str", "default": []},
         key_prefix={"type": "str", "default": "", "no_log": False},
@@ -359,19 +330,8 @@ def argument_spec() -> dict:
 
 
 def endpoint(params: Mapping[str, Any]) -> Endpoint:
-    """As redis_runtime connects: the unix socket when it exists, else host and port."""
-    sock = params["login_unix_socket"]
-    with_auth = params["login_password"] is not None
-    return Endpoint(
-        host=params["login_host"],
-        port=params["login_port"],
-        unix_socket=sock if sock and os.path.exists(sock) else None,
-        username=params["login_user"] if with_auth else None,
-        password=params["login_password"] if with_auth else None,
-        tls=params["login_tls"],
-        tls_ca_file=params["login_tls_ca_file"],
-        db=params["login_db"],
-    )
+    """As redis_runtime connects (the unix socket when it exists), in the broker's database."""
+    return endpoint_from_params(params, db=params["login_db"])
 
 
 def thresholds(params: Mapping[str, Any]) -> Thresholds:

@@ -25,32 +25,9 @@ description:
     one.
 author:
   - taskstack.celery maintainers (@taskstack)
+extends_documentation_fragment:
+  - taskstack.celery.redis_login
 options:
-  login_unix_socket:
-    description:
-      - Unix socket of the server. Used when it exists; otherwise I(login_host):I(login_port).
-    type: path
-  login_host:
-    description: Address to connect to when the unix socket is absent.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: TCP port to connect to when the unix socket is absent.
-    type: int
-    default: 6379
-  login_user:
-    description: ACL user to authenticate as.
-    type: str
-  login_password:
-    description: Password of I(login_user).
-    type: str
-  login_tls:
-    description: Use TLS for the TCP connection.
-    type: bool
-    default: false
-  login_tls_ca_file:
-    description: CA bundle that signed the server's certificate.
-    type: path
   allow_unauthenticated:
     description:
       - When the credentials are refused, try again without AUTH. Only a server that is not
@@ -147,7 +124,6 @@ persistence:
   sample: {aof_enabled: "1", aof_rewrite_in_progress: "0", aof_last_bgrewrite_status: ok}
 """
 
-import os
 import re
 import time
 
@@ -159,8 +135,10 @@ from ansible_collections.taskstack.celery.plugins.module_utils.redis_client impo
     RedisError,
     ResponseError,
     config_get,
+    endpoint_from_params,
     flat_info,
     is_refused_login,
+    login_argument_spec,
     open_client,
     require_redis,
 )
@@ -284,17 +262,7 @@ class Runtime:
 
 
 def endpoint(params) -> Endpoint:
-    sock = params["login_unix_socket"]
-    with_auth = params["login_password"] is not None
-    return Endpoint(
-        host=params["login_host"],
-        port=params["login_port"],
-        unix_socket=sock if sock and os.path.exists(sock) else None,
-        username=params["login_user"] if with_auth else None,
-        password=params["login_password"] if with_auth else None,
-        tls=params["login_tls"],
-        tls_ca_file=params["login_tls_ca_file"],
-    )
+    return endpoint_from_params(params)
 
 
 def connect(params, opener=open_client):
@@ -312,13 +280,7 @@ def connect(params, opener=open_client):
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            login_unix_socket=dict(type="path"),
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=6379),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
-            login_tls=dict(type="bool", default=False),
-            login_tls_ca_file=dict(type="path"),
+            **login_argument_spec(),
             allow_unauthenticated=dict(type="bool", default=True),
             appendonly=dict(type="bool"),
             config=dict(type="dict", default={}),

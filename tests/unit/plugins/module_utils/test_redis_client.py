@@ -11,8 +11,10 @@ from ansible_collections.taskstack.celery.plugins.module_utils.redis_client impo
     ResponseError,
     client_options,
     config_get,
+    endpoint_from_params,
     flat_info,
     is_refused_login,
+    login_argument_spec,
 )
 
 
@@ -118,3 +120,27 @@ def test_recorded_info_through_redis_py_s_own_parser_reads_as_the_server_wrote_i
         "rdb_bgsave_in_progress": "0", "rdb_last_save_time": "1796039938",
         "rdb_last_bgsave_status": "ok", "aof_last_bgrewrite_status": "ok",
         "aof_last_rewrite_time_sec": "-1"}
+
+
+LOGIN = {"login_unix_socket": "/run/redis/redis-server.sock", "login_host": "10.0.0.5", "login_port": 6380,
+         "login_user": "admin", "login_password": "s3cret", "login_tls": True, "login_tls_ca_file": "/ca.pem"}
+
+
+def test_login_options_name_the_socket_when_it_exists_and_keep_the_password_out_of_the_text():
+    where = endpoint_from_params(LOGIN, db=2, socket_exists=lambda path: True)
+    assert (where.unix_socket, where.username, where.password, where.db) == (
+        "/run/redis/redis-server.sock", "admin", "s3cret", 2)
+    assert "s3cret" not in repr(where) and "s3cret" not in where.describe()
+
+
+def test_login_options_fall_back_to_host_and_port_without_the_socket_and_drop_a_user_without_password():
+    where = endpoint_from_params({**LOGIN, "login_password": None}, socket_exists=lambda path: False)
+    assert (where.unix_socket, where.host, where.port, where.tls, where.tls_ca_file) == (
+        None, "10.0.0.5", 6380, True, "/ca.pem")
+    assert (where.username, where.password, where.db) == (None, None, 0)
+
+
+def test_login_argument_spec_hides_the_password_and_matches_the_options_the_endpoint_reads():
+    spec = login_argument_spec()
+    assert spec["login_password"]["no_log"] is True
+    assert set(spec) == set(LOGIN)
