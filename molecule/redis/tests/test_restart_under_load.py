@@ -28,3 +28,19 @@ def test_role_restart_for_a_unit_change_loses_nothing_while_a_producer_writes():
     # LimitNOFILE lives in the drop-in: only a restart applies it.
     converge_under_load("taskstack:test:role-restart", {"redis_limit_nofile": 65000})
     assert sh("systemctl show -p LimitNOFILE --value redis-server").strip() == "65000"
+
+
+def test_an_acl_change_is_loaded_without_a_restart(admin):
+    """ACL LOAD (a rotated password, a user removed) takes effect at once: the role must not
+    restart Redis for it, which would drop every client and leave a worker's prefetched
+    messages in `unacked` until the visibility timeout."""
+    user = "taskstack-acl-only"
+    admin.acl_setuser(user, enabled=False)
+    sh(f"echo 'user {user} off' >> /etc/redis/users.acl")
+    before = main_pid()
+    run = run_playbook()
+    assert run.rc == 0, run.output[-3000:]
+    wait_ready(admin)
+    assert admin.acl_getuser(user) is None, "the ACL file was not loaded"
+    assert main_pid() == before, "Redis was restarted for a change it takes at runtime"
+    assert "RUNNING HANDLER [taskstack.celery.redis : Restart redis-server]" not in run.output
