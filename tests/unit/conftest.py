@@ -40,3 +40,22 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def app_target(tmp_path):
+    """The options of a Celery control module for a fake app: an app dir, a venv python that is
+    never run and, given a broker URL, an EnvironmentFile that holds it (and its password)."""
+    def make(broker_url: str | None = None) -> dict:
+        app_dir, python = tmp_path / "app", tmp_path / "venv" / "bin" / "python"
+        app_dir.mkdir()
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/false\n")
+        python.chmod(0o755)
+        target = {"app": "proj", "app_dir": str(app_dir), "venv": str(tmp_path / "venv")}
+        if broker_url:
+            env_file = tmp_path / "proj.env"
+            env_file.write_text('CELERY_BROKER_URL="%s"\n' % broker_url)
+            target["environment_file"] = str(env_file)
+        return target
+    return make

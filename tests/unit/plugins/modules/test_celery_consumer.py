@@ -14,14 +14,8 @@ BLUE = "default-blue@web1"
 
 
 @pytest.fixture
-def target(tmp_path):
-    app_dir, python = tmp_path / "app", tmp_path / "venv" / "bin" / "python"
-    app_dir.mkdir()
-    python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/false\n")
-    python.chmod(0o755)
-    return {"app": "proj", "app_dir": str(app_dir), "venv": str(tmp_path / "venv"),
-            "node": BLUE}
+def target(app_target):
+    return {**app_target(), "node": BLUE}
 
 
 class FakeWorker:

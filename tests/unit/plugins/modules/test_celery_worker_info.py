@@ -15,17 +15,8 @@ PASSWORD = "s3cr3t-broker-pw"
 
 
 @pytest.fixture
-def target(tmp_path):
-    """An app dir, a venv python that is never run, and an EnvironmentFile with a password."""
-    app_dir, python = tmp_path / "app", tmp_path / "venv" / "bin" / "python"
-    app_dir.mkdir()
-    python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/false\n")
-    python.chmod(0o755)
-    env_file = tmp_path / "proj.env"
-    env_file.write_text('CELERY_BROKER_URL="redis://celery:%s@127.0.0.1:6379/0"\n' % PASSWORD)
-    return {"app": "proj", "app_dir": str(app_dir), "venv": str(tmp_path / "venv"),
-            "environment_file": str(env_file)}
+def target(app_target):
+    return app_target("redis://celery:%s@127.0.0.1:6379/0" % PASSWORD)
 
 
 def run_module(module, args, capsys):
