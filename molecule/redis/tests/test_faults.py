@@ -10,7 +10,7 @@ crash loop (redis.conf) or left an ACL file on disk that the next start aborts o
 from __future__ import annotations
 
 import pytest
-from conftest import client, main_pid, run_playbook, sh, wait_ready
+from conftest import DEBIAN12_ONLY, client, main_pid, run_playbook, sh, wait_ready
 
 FILES = "/etc/redis/redis.conf /etc/redis/users.acl"
 
@@ -48,6 +48,7 @@ def test_a_file_redis_rejects_fails_the_run_and_the_broker_keeps_serving(admin, 
     wait_ready(client("celery"))
 
 
+@DEBIAN12_ONLY
 def test_a_stale_aof_never_wins_over_newer_data_in_the_snapshot(admin):
     """appendonly on -> off (the AOF files stay) -> newer writes -> stop -> appendonly on:
     the server must come back with the newer data, not with what the old AOF holds."""

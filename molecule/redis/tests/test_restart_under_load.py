@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Producer, client, main_pid, missing_items, run_playbook, sh, wait_ready
+from conftest import DEBIAN12_ONLY, Producer, client, main_pid, missing_items, run_playbook, sh, wait_ready
 
 
 def converge_under_load(key: str, extra_vars: dict | None) -> None:
@@ -30,6 +30,7 @@ def test_role_restart_for_a_unit_change_loses_nothing_while_a_producer_writes():
     assert sh("systemctl show -p LimitNOFILE --value redis-server").strip() == "65000"
 
 
+@DEBIAN12_ONLY
 def test_an_acl_change_is_loaded_without_a_restart(admin):
     """ACL LOAD (a rotated password, a user removed) takes effect at once: the role must not
     restart Redis for it, which would drop every client and leave a worker's prefetched
