@@ -27,7 +27,9 @@ from loadlib import (
     LOCK,
     POOLS,
     active_queues,
+    assert_load_proves_something,
     assert_nothing_lost,
+    damage,
     deploy,
     ledger,
     live_colour,
@@ -204,8 +206,10 @@ def test_controller_killed_in_the_middle_of_a_blue_green_switch_leaves_exactly_o
 
 def test_redis_restarted_while_the_drain_waits_loses_nothing(host):
     """`systemctl restart redis-server` while the drain waits for a running task: the deploy either
-    completes or fails cleanly with the queues given back, nothing is lost or run twice, and the
-    broker is left clean.
+    completes or fails cleanly with the queues given back, nothing is lost, and the broker is left
+    clean. A task whose ack went down with the connection runs again after the visibility
+    timeout (Celery cannot ack on a connection that is gone): the only repeats allowed, each
+    named with the restart's times (acks_lost_with_the_connection).
 
     Under the ACL the redis role wrote before (`user default reset off`) this row lost 0-3 tasks a
     run: Redis replays an AOF's MULTI/EXEC as the default user and dropped kombu's `unacked`
@@ -226,7 +230,9 @@ def test_redis_restarted_while_the_drain_waits_loses_nothing(host):
                 job = hold_task(host)
             if line.startswith(DRAIN_TASK):
                 time.sleep(2)
+                seen["restart_began"] = time.time()
                 seen["restart"] = host.run("systemctl restart redis-server").rc
+                seen["restart_ended"] = time.time()
                 time.sleep(2)
                 break
         # The held task is released: the drain sees it finish on the restarted broker.
@@ -243,15 +249,31 @@ def test_redis_restarted_while_the_drain_waits_loses_nothing(host):
 
     counts = run_load(host, restart_broker_in_drain)
     result = seen["report"].get("hosts", {}).get(host.backend.host, {})
+    repeats = acks_lost_with_the_connection(counts, seen.get("restart_began", 0), seen.get("restart_ended", 0))
     print(f"Redis restarted in the drain: restart rc={seen.get('restart')}, deploy rc={seen['rc']}, "
-          f"report {seen['report'].get('result')}, message {result.get('message')!r}")
+          f"report {seen['report'].get('result')}, message {result.get('message')!r}; run twice"
+          f" {sorted(counts['twice_jobs'])}, of them in flight on the lost connection {sorted(repeats)}")
     assert seen.get("restart") == 0, "the deploy never reached the drain"
     if seen["rc"] != 0:
         assert seen["report"]["result"] == "failed", seen["output"][-3000:]
         assert "Queues given back" in seen["output"], seen["output"][-3000:]
     else:
         assert seen["report"]["result"] == "ok"
-    assert_nothing_lost(counts)
+    assert_load_proves_something(counts)
+    # Nothing lost, nothing early, the broker clean; a repeat only where Celery cannot avoid one.
+    assert {k: v for k, v in damage(counts).items() if k != "run_twice"} == {}
+    assert set(counts["twice_jobs"]) == set(repeats), counts["twice_jobs"]
+
+
+def acks_lost_with_the_connection(counts: dict, began: float, ended: float) -> dict:
+    """The tasks that ran twice because their ack went down with the broker connection: sent
+    before the restart ended (so delivered on the connection it cut), not finished before it
+    began (so not yet acknowledged), run at most twice, and finished. Celery cannot ack a message
+    on a connection that is gone (celery/celery#6654, "Couldn't ack ... connection already
+    closed"); with acks_late the broker hands it out again after the visibility timeout. A
+    repeat of any other task is a defect of the collection."""
+    return {job: j for job, j in counts["twice_jobs"].items()
+            if j["sent"] < ended and j["finishes"] and j["finishes"][0] > began and len(j["starts"]) <= 2}
 
 
 def run_load(host, action) -> dict:

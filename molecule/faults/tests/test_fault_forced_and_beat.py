@@ -1,13 +1,15 @@
-"""Two rows of the fault matrix (docs/reliability.md), each a drain deploy under load:
+"""Rows of the fault matrix (docs/reliability.md), drain deploys:
 
 - a task deaf to the cold shutdown (it ignores SIGTERM and SIGQUIT) outlasts the drain and cold
   timeouts: the deploy SIGKILLs its unit, the report names the unit and the task, and the task
   runs again exactly once, after the broker's visibility timeout;
-- the new code breaks only beat (a beat_schedule entry beat cannot load): the deploy fails
-  cleanly, beat keeps running the previous code, the lock is released, the report says
-  `failed`; a good deploy afterwards restores the app.
+- the new code breaks only beat (a beat_schedule entry beat cannot load), under load: the
+  deploy fails cleanly, beat keeps running the previous code, the lock is released, the report
+  says `failed`;
+- right after it, new code on which beat dies at its start: beat is stopped and reported so;
+  a good deploy afterwards restores the app.
 
-The producer (demo.producer) sends tasks before, during and after each deploy; the counts (sent,
+The producer (demo.producer) sends tasks before, during and after the loaded deploys; the counts (sent,
 completed, lost, run twice, what is left in the queues and kombu's `unacked` hash) are printed
 one line per row (pytest -s).
 """
@@ -157,16 +159,42 @@ BREAK_BEAT = """---
 """
 
 
-def test_beat_failing_on_the_new_code_keeps_the_previous_beat_and_fails_cleanly(host, tmp_path):
-    update = tmp_path / "update.yml"
-    update.write_text(BREAK_BEAT)
+BREAK_BEAT_START = """---
+# The new code reads beat's longest sleep from the environment, as a string: the schedule loads,
+# the workers never read it, beat dies at its first tick.
+- name: Put back the schedule the first row broke
+  ansible.builtin.replace:
+    path: "{{ celery_deploy_release_dir }}/demo/app.py"
+    regexp: 'os\\.environ\\.get\\("DEMO_TICK_SECONDS", "2\\.0"\\)\\}'
+    replace: '2.0}'
+
+- name: Read beat's longest sleep from the environment
+  ansible.builtin.replace:
+    path: "{{ celery_deploy_release_dir }}/demo/app.py"
+    regexp: '^    result_expires=3600,$'
+    replace: '    result_expires=3600,\\n    beat_max_loop_interval=os.environ.get("DEMO_BEAT_MAX_LOOP", "5"),'
+"""
+
+
+def test_beat_failing_on_the_new_code_fails_cleanly_keeping_or_stopping_beat(host, tmp_path):
+    """Two rows, one after the other, with one good deploy at the end (a deploy is the slow part):
+    1. under load, new code whose schedule beat cannot load: the deploy fails cleanly, beat keeps
+       running the previous code (never stopped), the workers' part of the deploy loses nothing;
+    2. new code that passes the schedule check but kills beat right after its start: the deploy
+       sees it not stay up, stops it (no crash loop: the previous code is gone, updated in place)
+       and reports it stopped.
+    A good deploy afterwards brings beat back on good code."""
     beat_unit = "celery-demo-beat.service"
     beat_pid = host.run(f"systemctl show -p MainPID --value {beat_unit}").stdout.strip()
     assert beat_pid not in ("", "0")
+    schedule_broken = tmp_path / "schedule_broken.yml"
+    schedule_broken.write_text(BREAK_BEAT)
+    start_broken = tmp_path / "start_broken.yml"
+    start_broken.write_text(BREAK_BEAT_START)
 
     def deploy_breaking_beat(host):
         # celery_deploy_install false: the celery role's install would copy the good source back.
-        run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(update), "celery_deploy_install": False})
+        run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(schedule_broken), "celery_deploy_install": False})
         return {"run": run, "report": report, "deploy_end": time.time()}
 
     try:
@@ -198,38 +226,8 @@ def test_beat_failing_on_the_new_code_keeps_the_previous_beat_and_fails_cleanly(
         # The workers' part of the deploy went through: every task ran once.
         assert_load_proves_something(counts)
         assert found == {}, found
-    finally:
-        restore = deploy()
-    run, report = restore
-    beat = report.get("beat", {}).get(host.backend.host, {})
-    print(f"good deploy after it: rc={run.rc} result {report.get('result')} beat {beat}")
-    assert run.rc == 0, run.output[-3000:]
-    assert beat["state"] == "running_new_code" and beat["new_pid"] != int(beat_pid)
-    assert host.run("grep -c DEMO_TICK_SECONDS /srv/celery/app/demo/app.py").stdout.strip() == "0"
-    assert main_pids(host) and wait_for(lambda: ticks_since(host, time.time() - 4) >= 1, 20, what="beat to tick")
-    assert app_json(host, "import json\nfrom demo.tasks import add\nprint(json.dumps(add.delay(2, 3).get(timeout=30)))") == 5
 
-
-BREAK_BEAT_START = """---
-# The new code reads beat's longest sleep from the environment, as a string: the schedule loads,
-# the workers never read it, beat dies at its first tick.
-- name: Read beat's longest sleep from the environment
-  ansible.builtin.replace:
-    path: "{{ celery_deploy_release_dir }}/demo/app.py"
-    regexp: '^    result_expires=3600,$'
-    replace: '    result_expires=3600,\\n    beat_max_loop_interval=os.environ.get("DEMO_BEAT_MAX_LOOP", "5"),'
-"""
-
-
-def test_beat_dying_at_start_on_the_new_code_is_stopped_and_reported_stopped(host, tmp_path):
-    """The new code passes the schedule check but beat dies right after its start: the deploy
-    sees it not stay up, stops it (no crash loop: the previous code is gone, updated in place),
-    reports it stopped and fails; a good deploy brings it back."""
-    update = tmp_path / "update.yml"
-    update.write_text(BREAK_BEAT_START)
-    beat_unit = "celery-demo-beat.service"
-    try:
-        run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(update), "celery_deploy_install": False})
+        run, report = deploy(extra_vars={"celery_deploy_tasks_file": str(start_broken), "celery_deploy_install": False})
         beat = report.get("beat", {}).get(host.backend.host, {})
         time.sleep(6)  # past RestartSec=5s: a unit left to Restart=on-failure would be back by now
         state = host.run(f"systemctl is-active {beat_unit}").stdout.strip()
@@ -248,6 +246,7 @@ def test_beat_dying_at_start_on_the_new_code_is_stopped_and_reported_stopped(hos
     beat = report.get("beat", {}).get(host.backend.host, {})
     print(f"good deploy after it: rc={run.rc} result {report.get('result')} beat {beat}")
     assert run.rc == 0, run.output[-3000:]
-    assert beat["state"] == "running_new_code"
-    assert host.run("grep -c DEMO_BEAT_MAX_LOOP /srv/celery/app/demo/app.py").stdout.strip() == "0"
-    assert wait_for(lambda: ticks_since(host, time.time() - 4) >= 1, 20, what="beat to tick")
+    assert beat["state"] == "running_new_code" and beat["new_pid"] != int(beat_pid)
+    assert host.run("grep -c -e DEMO_TICK_SECONDS -e DEMO_BEAT_MAX_LOOP /srv/celery/app/demo/app.py").stdout.strip() == "0"
+    assert main_pids(host) and wait_for(lambda: ticks_since(host, time.time() - 4) >= 1, 20, what="beat to tick")
+    assert app_json(host, "import json\nfrom demo.tasks import add\nprint(json.dumps(add.delay(2, 3).get(timeout=30)))") == 5

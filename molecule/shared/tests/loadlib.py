@@ -208,7 +208,8 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         # Which ones, with what the ledger saw of them: the reason is in the workers' journal.
         "lost_jobs": {k: {"sent": j["sent"], "queue": j["queue"], "seconds": j["seconds"], "starts": j["starts"],
                           "attempts": j["attempts"]} for k, j in jobs.items() if not j["finishes"]},
-        "twice_jobs": {k: {"starts": j["starts"], "attempts": j["attempts"]} for k, j in jobs.items() if ran_twice(j)},
+        "twice_jobs": {k: {"sent": j["sent"], "starts": j["starts"], "finishes": j["finishes"], "attempts": j["attempts"]}
+                       for k, j in jobs.items() if ran_twice(j)},
         "retried_sent": len(retried),
         # finished after exactly the failed attempts it was sent to make
         "retried_ok": sum(1 for j in retried if j["finishes"] and sorted(n for n, _start in j["attempts"])
