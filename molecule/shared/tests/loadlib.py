@@ -133,8 +133,10 @@ print(json.dumps({k: sorted(q["name"] for q in v)
 """)
 
 
-def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settle_seconds: float = 90) -> dict:
-    """The harness: load before, during and after `action(host)`; count what happened.
+def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settle_seconds: float = 90,
+                    rate: float = 3) -> dict:
+    """The harness: load before, during and after `action(host)` (`rate` tasks a second); count
+    what happened. The counts carry the run's ledger too (`jobs`, what `make demo` draws).
 
     The baseline stretch (no deploy) runs while the long task already holds a worker process,
     as it does when the action begins: both stretches see the same capacity."""
@@ -142,7 +144,7 @@ def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settl
     unit = f"demo-producer-{run}"
     started = host.run(
         f"systemd-run --unit {unit} -p User=celery -p Group=celery -p EnvironmentFile=/etc/celery/demo.env"
-        f" -p WorkingDirectory=/srv/celery/app /opt/celery/venv/bin/python -m demo.producer {run} 3")
+        f" -p WorkingDirectory=/srv/celery/app /opt/celery/venv/bin/python -m demo.producer {run} {rate}")
     assert started.rc == 0, started.stderr
     try:
         time.sleep(WARMUP_SECONDS)
@@ -218,14 +220,18 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         "broker": broker,
         "baseline_pause": round(longest_pause(starts, t_baseline, t_action), 2),
         "action_pause": round(longest_pause(starts, t_action, t_action_end), 2),
+        "baseline_began": t_baseline,
         "action_began": t_action,
         "action_seconds": round(t_action_end - t_action, 2),
         # The action's longest pause: from the last task start before it to the first after.
         "action_gap_at": longest_gap(starts, t_action, t_action_end),
         "long_task": jobs[f"{run}-long"],
+        "run": run,
+        "jobs": jobs,
     }
     print(f"load across {getattr(action, '__name__', action)}: "
-          + json.dumps({k: v for k, v in counts.items() if k not in ("long_task", "action_began", "action_gap_at")}))
+          + json.dumps({k: v for k, v in counts.items()
+                        if k not in ("long_task", "baseline_began", "action_began", "action_gap_at", "jobs")}))
     return {**counts, "outcome": outcome}
 
 
@@ -233,7 +239,7 @@ def assert_load_proves_something(counts: dict) -> None:
     """The run had the load the checks need: enough tasks, some with a countdown, some that
     retry, and the long task running when the action began."""
     assert counts["sent"] > 50, "too little load to prove anything"
-    assert counts["eta_sent"] > 0 and counts["retried_sent"] > 0, counts
+    assert counts["eta_sent"] > 0 and counts["retried_sent"] > 0, {k: v for k, v in counts.items() if k != "jobs"}
     long_task = counts["long_task"]
     assert long_task["starts"] and long_task["starts"][0] < counts["action_began"] and \
         (not long_task["finishes"] or long_task["finishes"][-1] > counts["action_began"]), \
