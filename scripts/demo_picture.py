@@ -139,17 +139,16 @@ def summary(segment: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(doc: dict[str, Any]) -> str:
-    """The demo's table: one line per segment."""
-    head = f"{'strategy':<30}{'sent':>6}{'completed':>11}{'lost':>6}{'run twice':>11}" \
-           f"{'longest pause (no deploy)':>28}{'deploy s':>10}"
-    lines = [head]
+    """The demo's table: one line per segment. The pauses are the longest times without a task
+    start during the deploy and during the same load's no-deploy stretch before it."""
+    lines = [f"{'strategy':<30}{'sent':>6}{'completed':>11}{'lost':>6}{'run twice':>11}"
+             f"{'longest pause':>15}{'(no deploy)':>13}{'deploy time':>13}"]
     for segment in doc["segments"]:
         r = summary(segment)
-        pause = "-" if r["deploy_pause"] is None else f"{r['deploy_pause']:.1f} s"
-        base = "-" if r["baseline_pause"] is None else f"{r['baseline_pause']:.1f} s"
-        secs = "-" if r["deploy_seconds"] is None else f"{r['deploy_seconds']:.1f}"
+        pause, base, secs = ("-" if r[k] is None else f"{r[k]:.1f} s"
+                             for k in ("deploy_pause", "baseline_pause", "deploy_seconds"))
         lines.append(f"{r['strategy']:<30}{r['sent']:>6}{r['completed']:>11}{r['lost']:>6}{r['run_twice']:>11}"
-                     f"{pause + ' (' + base + ')':>28}{secs:>10}")
+                     f"{pause:>15}{'(' + base + ')':>13}{secs:>13}")
     return "\n".join(lines)
 
 

@@ -53,15 +53,11 @@ class DemoFailure(Exception):
 
 
 def segment(strategy: str, counts: dict[str, Any], report: dict[str, Any] | None, error: str = "") -> dict[str, Any]:
-    """The run's data for one strategy, as scripts/demo_picture.py reads it."""
-    began = float(counts["action_began"])
+    """The run's data for one strategy, as scripts/demo_picture.py reads it (loadlib.segment),
+    with the harness's counts and what failed."""
     return {
-        "strategy": TITLES.get(strategy, strategy),
+        **loadlib.segment(TITLES.get(strategy, strategy), counts, report),
         "key": strategy,
-        "jobs": counts["jobs"],
-        "report": report,
-        "baseline": [float(counts["baseline_began"]), began],
-        "action": [began, began + float(counts["action_seconds"])],
         "counts": {k: v for k, v in counts.items() if k not in ("jobs", "long_task", "outcome")},
         "error": error,
     }

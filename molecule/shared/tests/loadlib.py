@@ -11,6 +11,7 @@ Imported by the scenarios' tests (conftest.py puts molecule/shared/tests on sys.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -232,7 +233,33 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
     print(f"load across {getattr(action, '__name__', action)}: "
           + json.dumps({k: v for k, v in counts.items()
                         if k not in ("long_task", "baseline_began", "action_began", "action_gap_at", "jobs")}))
+    record(getattr(action, "__name__", str(action)), counts, outcome)
     return {**counts, "outcome": outcome}
+
+
+# With this set (benchmarks/deploy_compare.sh), every run_load_across appends its segment to
+# that file, one JSON line each: what scripts/demo_picture.py draws.
+RECORD_ENV = "TASKSTACK_LOAD_RECORD"
+
+
+def segment(name: str, counts: dict, outcome) -> dict:
+    """A run of the harness as scripts/demo_picture.py reads it: the ledger, the deploy report
+    (when the action returned one), the no-deploy stretch and the action's times."""
+    began = float(counts["action_began"])
+    return {
+        "strategy": name,
+        "jobs": counts["jobs"],
+        "report": outcome if isinstance(outcome, dict) and "hosts" in outcome else None,
+        "baseline": [float(counts["baseline_began"]), began],
+        "action": [began, began + float(counts["action_seconds"])],
+    }
+
+
+def record(name: str, counts: dict, outcome) -> None:
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(segment(name, counts, outcome)) + "\n")
 
 
 def assert_load_proves_something(counts: dict) -> None:

@@ -3,6 +3,7 @@ loadlib.run_load_across become the segment scripts/demo_picture.py draws and cou
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -42,3 +43,20 @@ def test_segment_rows_match_the_harness_counts():
 def test_unknown_strategy_is_refused(capsys):
     assert demo_run.main(["taskstack-demo-debian12", "/tmp/x.json", "rolling"]) == 2
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_harness_records_each_run_for_the_picture_only_when_asked(tmp_path, monkeypatch):
+    """loadlib.record (benchmarks/deploy_compare.sh sets TASKSTACK_LOAD_RECORD): one JSON line
+    per run, drawable as it is; nothing written without the variable."""
+    path = tmp_path / "segments.jsonl"
+    monkeypatch.delenv(demo_run.loadlib.RECORD_ENV, raising=False)
+    demo_run.loadlib.record("naive_restart", counts(), None)
+    assert not path.exists()
+    monkeypatch.setenv(demo_run.loadlib.RECORD_ENV, str(path))
+    report = {"hosts": {"h": {"phases": {"drain": [105.2, 108.0]}}}}
+    demo_run.loadlib.record("naive_restart", counts(), None)
+    demo_run.loadlib.record("drain_deploy", counts(), report)
+    segments = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(s["strategy"], s["report"]) for s in segments] == [("naive_restart", None), ("drain_deploy", report)]
+    svg = demo_picture.render({"segments": segments})
+    assert 'data-phase="drain"' in svg and 'data-phase="restart"' in svg
