@@ -28,6 +28,14 @@ case "$distro" in
   debian13) export TASKSTACK_PYTAG=313 ;;
   *) echo "DEMO_DISTRO must be debian12 or debian13" >&2; exit 2 ;;
 esac
+strategies=()
+read -r -a strategies <<<"${DEMO_STRATEGIES:-naive-no-acks naive drain blue-green}"
+for s in "${strategies[@]}"; do
+  case "$s" in
+    naive-no-acks|naive|drain|blue-green) ;;
+    *) echo "DEMO_STRATEGIES: unknown strategy '$s' (naive-no-acks, naive, drain, blue-green)" >&2; exit 2 ;;
+  esac
+done
 run=demo-$(date -u +%Y%m%dT%H%M%SZ)
 data=.cache/demo/$run.json
 picture=.cache/demo/$run.svg
@@ -49,7 +57,7 @@ cleanup() {
     echo "Kept the host $host:"
     echo "  Flower:   http://127.0.0.1:5560/  user admin, password in $eph/inventory/credentials/$host/flower_admin_password.txt"
     echo "  a shell:  docker exec -it $host bash"
-    echo "  remove:   molecule destroy -s demo"
+    echo "  remove:   cd $TASKSTACK_ROOT && PATH=\$PWD/.venv/bin:\$PATH MOLECULE_DISTRO=$distro molecule destroy -s demo"
   else
     molecule destroy -s demo >/dev/null 2>&1
   fi
@@ -65,8 +73,6 @@ stage "provision it: taskstack.celery.site" quietly demo-site molecule converge 
 
 eph=$(ephemeral)
 [[ -n $eph ]] || { echo "FAILED: no Molecule state directory of the demo scenario under $HOME/.ansible/tmp"; exit 1; }
-strategies=()
-read -r -a strategies <<<"${DEMO_STRATEGIES:-naive-no-acks naive drain blue-green}"
 # The run's whole output stays in $log, progress lines included.
 under_load() {
   MOLECULE_EPHEMERAL_DIRECTORY=$eph ANSIBLE_CONFIG=$eph/ansible.cfg PYTHONUNBUFFERED=1 \
@@ -88,7 +94,8 @@ draw() {
 stage "draw the picture from the run's data" draw
 draw_rc=$?
 
-stage_summary >/dev/null || true
+# The stage table and why a stage failed, only when one did.
+stage_summary >/dev/null || stage_summary
 echo
 [[ $draw_rc -eq 0 ]] && sed '$d' "$picture.table"
 printf '\n%-10s %s\n%-10s %s\n%-10s %s\n' "picture" "$picture" "data" "$data" "log" "$log"

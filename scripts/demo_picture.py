@@ -95,6 +95,10 @@ def longest_pause(starts: list[float], begin: float, end: float) -> float:
     return max((b - a for a, b in zip(points, points[1:])), default=0.0)
 
 
+def _span(pair: list[float]) -> tuple[float, float]:
+    return float(pair[0]), float(pair[1])
+
+
 def bands(segment: dict[str, Any]) -> list[Band]:
     """The segment's shaded stretches: its baseline, then each deploy phase per host from the
     report's `phases` (begin and end per phase); a segment without a report (a naive restart)
@@ -102,7 +106,8 @@ def bands(segment: dict[str, Any]) -> list[Band]:
     name = segment["strategy"]
     out = []
     if segment.get("baseline"):
-        out.append(Band(name, "no deploy", *map(float, segment["baseline"])))
+        begin, end = _span(segment["baseline"])
+        out.append(Band(name, "no deploy", begin, end))
     report = segment.get("report") or {}
     phased = [
         Band(name, phase, float(span[0]), float(span[1]), host)
@@ -113,7 +118,8 @@ def bands(segment: dict[str, Any]) -> list[Band]:
     if phased:
         out.extend(sorted(phased, key=lambda b: b.start))
     elif segment.get("action"):
-        out.append(Band(name, "restart" if not report else name, *map(float, segment["action"])))
+        begin, end = _span(segment["action"])
+        out.append(Band(name, "restart" if not report else name, begin, end))
     return out
 
 
@@ -281,9 +287,9 @@ def render(doc: dict[str, Any]) -> str:
     legend = _el(svg, "g", id="legend", font_size=11)
     lx = LEFT
     ly = HEIGHT - 40
-    for label, colour in (("tasks started / s", STARTED_COLOUR), ("tasks completed / s", COMPLETED_COLOUR)):
+    for series, colour in (("tasks started / s", STARTED_COLOUR), ("tasks completed / s", COMPLETED_COLOUR)):
         _el(legend, "line", x1=lx, y1=ly, x2=lx + 20, y2=ly, stroke=colour, stroke_width=2)
-        _el(legend, "text", label, x=lx + 25, y=ly + 4)
+        _el(legend, "text", series, x=lx + 25, y=ly + 4)
         lx += 150
     for phase in ["no deploy", *dict.fromkeys(b.phase for b in all_bands if b.phase != "no deploy")]:
         _el(legend, "rect", x=lx, y=ly - 6, width=14, height=12,

@@ -157,9 +157,9 @@ def main(argv: list[str]) -> int:
             try:
                 set_acks_late(host, strategy != "naive-no-acks")
                 seg = run_one(host, strategy, out)
-            except (AssertionError, DemoFailure) as exc:
-                failed.append(f"{TITLES[strategy]}: {exc}")
-                print(f"   FAILED: {exc}", flush=True)
+            except Exception as exc:  # noqa: BLE001  (any cause: name it with its stage, go on with the next)
+                failed.append(f"{TITLES[strategy]}: {type(exc).__name__}: {exc}")
+                print(f"   FAILED: {type(exc).__name__}: {exc}", flush=True)
                 continue
             if seg["error"]:
                 failed.append(f"{TITLES[strategy]}: {seg['error']}")
@@ -168,8 +168,8 @@ def main(argv: list[str]) -> int:
             out.write_text(json.dumps(doc))
         try:
             set_acks_late(host, True)
-        except (AssertionError, DemoFailure) as exc:
-            failed.append(f"putting acks_late back: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            failed.append(f"putting acks_late back: {type(exc).__name__}: {exc}")
     out.write_text(json.dumps(doc))
     for line in failed:
         print(f"FAILED: {line}")
