@@ -8,6 +8,8 @@
 #   blue-green  taskstack.celery.deploy -e celery_deploy_strategy=blue_green
 # and prints for each: sent, lost, run twice, the longest pause between task starts during the
 # deploy against the same run's no-deploy baseline, and how long the deploy took.
+# It draws the run as scripts/demo_picture.py does for make demo: .cache/bench/<time>.svg, from the
+# harness's own record of each run (loadlib.record, TASKSTACK_LOAD_RECORD), kept beside it as JSON.
 # A benchmark, not a test: the figures depend on the machine; compare them within one run.
 #
 #   usage: benchmarks/deploy_compare.sh [debian12|debian13]
@@ -33,6 +35,9 @@ molecule converge -s deploy >"$out/converge.log" 2>&1 || { tail -n 40 "$out/conv
 eph=$(find "$HOME/.ansible/tmp" -maxdepth 1 -name "molecule.*.deploy" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2)
 host=taskstack-deploy-$MOLECULE_DISTRO
 
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p .cache/bench
+export TASKSTACK_LOAD_RECORD=$out/segments.jsonl
 (cd molecule/deploy && MOLECULE_EPHEMERAL_DIRECTORY=$eph ANSIBLE_CONFIG=$eph/ansible.cfg \
   python -m pytest -s -p no:cacheprovider --hosts="ansible://$host" --ansible-inventory="$eph/inventory" \
   tests/test_deploy.py -k "naive_restart or drain_deploy_under_load or blue_green_deploy_under_load") \
@@ -55,6 +60,18 @@ for name, r in rows.items():
 if len(rows) < 3:
     print("(a run did not finish: see the pytest output above)")
 PYEOF
+if [[ -s $TASKSTACK_LOAD_RECORD ]]; then
+  python - "$TASKSTACK_LOAD_RECORD" ".cache/bench/$stamp.json" "$MOLECULE_DISTRO" <<'PYEOF'
+import json, sys
+names = {"naive_restart": "naive restart", "drain_deploy": "drain", "blue_green_deploy": "blue-green"}
+segments = [json.loads(line) for line in open(sys.argv[1])]
+for seg in segments:
+    seg["strategy"] = names.get(seg["strategy"], seg["strategy"])
+json.dump({"title": f"benchmarks/deploy_compare.sh ({sys.argv[3]})", "segments": segments}, open(sys.argv[2], "w"))
+PYEOF
+  python scripts/demo_picture.py ".cache/bench/$stamp.json" -o ".cache/bench/$stamp.svg" >/dev/null \
+    && echo "picture: .cache/bench/$stamp.svg (data: .cache/bench/$stamp.json)"
+fi
 [[ $rc -eq 0 ]] || { echo "---- pytest output:"; tail -n 60 "$out/bench.log"; }
 echo "benchmark: $((SECONDS - bench_start)) s in all"
 if [[ ${BENCH_KEEP:-0} != 1 ]]; then

@@ -11,6 +11,7 @@ Imported by the scenarios' tests (conftest.py puts molecule/shared/tests on sys.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -133,8 +134,10 @@ print(json.dumps({k: sorted(q["name"] for q in v)
 """)
 
 
-def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settle_seconds: float = 90) -> dict:
-    """The harness: load before, during and after `action(host)`; count what happened.
+def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settle_seconds: float = 90,
+                    rate: float = 3) -> dict:
+    """The harness: load before, during and after `action(host)` (`rate` tasks a second); count
+    what happened. The counts carry the run's ledger too (`jobs`, what `make demo` draws).
 
     The baseline stretch (no deploy) runs while the long task already holds a worker process,
     as it does when the action begins: both stretches see the same capacity."""
@@ -142,7 +145,7 @@ def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settl
     unit = f"demo-producer-{run}"
     started = host.run(
         f"systemd-run --unit {unit} -p User=celery -p Group=celery -p EnvironmentFile=/etc/celery/demo.env"
-        f" -p WorkingDirectory=/srv/celery/app /opt/celery/venv/bin/python -m demo.producer {run} 3")
+        f" -p WorkingDirectory=/srv/celery/app /opt/celery/venv/bin/python -m demo.producer {run} {rate}")
     assert started.rc == 0, started.stderr
     try:
         time.sleep(WARMUP_SECONDS)
@@ -219,22 +222,52 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
         "broker": broker,
         "baseline_pause": round(longest_pause(starts, t_baseline, t_action), 2),
         "action_pause": round(longest_pause(starts, t_action, t_action_end), 2),
+        "baseline_began": t_baseline,
         "action_began": t_action,
         "action_seconds": round(t_action_end - t_action, 2),
         # The action's longest pause: from the last task start before it to the first after.
         "action_gap_at": longest_gap(starts, t_action, t_action_end),
         "long_task": jobs[f"{run}-long"],
+        "run": run,
+        "jobs": jobs,
     }
     print(f"load across {getattr(action, '__name__', action)}: "
-          + json.dumps({k: v for k, v in counts.items() if k not in ("long_task", "action_began", "action_gap_at")}))
+          + json.dumps({k: v for k, v in counts.items()
+                        if k not in ("long_task", "baseline_began", "action_began", "action_gap_at", "jobs")}))
+    record(getattr(action, "__name__", str(action)), counts, outcome)
     return {**counts, "outcome": outcome}
+
+
+# With this set (benchmarks/deploy_compare.sh), every run_load_across appends its segment to
+# that file, one JSON line each: what scripts/demo_picture.py draws.
+RECORD_ENV = "TASKSTACK_LOAD_RECORD"
+
+
+def segment(name: str, counts: dict, outcome) -> dict:
+    """A run of the harness as scripts/demo_picture.py reads it: the ledger, the deploy report
+    (when the action returned one), the no-deploy stretch and the action's times."""
+    began = float(counts["action_began"])
+    return {
+        "strategy": name,
+        "jobs": counts["jobs"],
+        "report": outcome if isinstance(outcome, dict) and "hosts" in outcome else None,
+        "baseline": [float(counts["baseline_began"]), began],
+        "action": [began, began + float(counts["action_seconds"])],
+    }
+
+
+def record(name: str, counts: dict, outcome) -> None:
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(segment(name, counts, outcome)) + "\n")
 
 
 def assert_load_proves_something(counts: dict) -> None:
     """The run had the load the checks need: enough tasks, some with a countdown, some that
     retry, and the long task running when the action began."""
     assert counts["sent"] > 50, "too little load to prove anything"
-    assert counts["eta_sent"] > 0 and counts["retried_sent"] > 0, counts
+    assert counts["eta_sent"] > 0 and counts["retried_sent"] > 0, {k: v for k, v in counts.items() if k != "jobs"}
     long_task = counts["long_task"]
     assert long_task["starts"] and long_task["starts"][0] < counts["action_began"] and \
         (not long_task["finishes"] or long_task["finishes"][-1] > counts["action_began"]), \

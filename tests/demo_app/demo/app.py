@@ -1,7 +1,8 @@
 """The demo Celery application (`celery -A demo.app`).
 
 Configured the way this collection recommends for tasks that must not be lost: acks_late with
-reject_on_worker_lost, prefetch 1. Broker and result backend come from the environment file the
+reject_on_worker_lost, prefetch 1. DEMO_ACKS_LATE=0 turns both off, as a hand-made stack's app
+has them (the adopt scenario): a task running when its worker dies is then lost, not repeated. Broker and result backend come from the environment file the
 collection writes (CELERY_BROKER_URL, CELERY_RESULT_BACKEND), as for any app.
 """
 
@@ -19,11 +20,13 @@ if os.environ.get("DEMO_IMPORT_TRACE_DIR"):
     except OSError:
         pass  # a sandboxed service (Flower) may not write there
 
+ACKS_LATE = os.environ.get("DEMO_ACKS_LATE", "1") != "0"
+
 app = Celery("demo")
 app.conf.update(
     imports=("demo.tasks",),
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
+    task_acks_late=ACKS_LATE,
+    task_reject_on_worker_lost=ACKS_LATE,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     # 3600 s, as Celery; a test scenario lowers it to see a killed worker's message come back.
