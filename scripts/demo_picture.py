@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Draw a demo run as one self-contained SVG: tasks started and completed per second, each
 deploy's phases shaded and labelled as its deploy report gives them, lost and repeated tasks
 marked, the run's own data embedded.
@@ -185,7 +184,7 @@ def render(doc: dict[str, Any]) -> str:
     seconds = max(1, math.ceil(max(times) - t0) + 1)
     started = per_second([t for j in jobs for t in task_starts(j)], t0, seconds)
     completed = per_second([float(t) for j in jobs for t in j.get("finishes", [])], t0, seconds)
-    y_max = max(4, max(started), max(completed))
+    y_max = max(4, *started, *completed)
     scale_x = (WIDTH - LEFT - RIGHT) / seconds
 
     def x(t: float) -> float:

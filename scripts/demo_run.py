@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run the demo's strategies one after another on the demo host, under the same load, and write
 the run's own data (ledger per strategy, deploy reports, timings) to one JSON file for
 scripts/demo_picture.py.
