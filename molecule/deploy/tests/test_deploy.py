@@ -11,8 +11,10 @@ Drain tests run first (blue live); the blue-green tests run last and share one d
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from loadlib import (
@@ -29,11 +31,15 @@ from loadlib import (
     main_pids,
     naive_restart,
     run_load_across,
+    segment,
     settled_broker_state,
     unit_files,
     units,
 )
 from stacklib import app_json, converge, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+import demo_picture  # noqa: E402  (make demo's renderer, a script)
 
 # How long the drain may take to see that the last running task finished: one poll interval
 # (celery_deploy_poll_interval, 2 s) plus one inspect round trip on the loaded 2-core testbed.
@@ -89,6 +95,16 @@ def test_drain_deploy_under_load_loses_nothing_and_runs_nothing_twice(host):
           f"{d['start']} + {DRAIN_NOTICE}); durations {d}, drain_seconds {result['drain_seconds']}")
     assert counts["action_pause"] >= d["update"] + d["stop"]
     assert resumed_after <= bound
+    # The picture `make demo` draws, from this run's own ledger and report: the report places
+    # each phase on the clock, the picture shades it under its name and carries the run's counts.
+    phases = result["phases"]
+    assert set(phases) == set(d) - {"total"}, phases
+    assert all(began <= ended for began, ended in phases.values() if began is not None and ended is not None), phases
+    assert phases["drain"][0] >= counts["action_began"] - 1
+    doc = {"segments": [segment("drain deploy", counts, report)]}
+    svg = demo_picture.render(doc)
+    assert demo_picture.verify(svg, doc) == []
+    assert {band.phase for band in demo_picture.bands(doc["segments"][0])} >= set(phases)
 
 
 def test_naive_restart_under_the_same_load_is_seen_losing_or_repeating_tasks(host):
