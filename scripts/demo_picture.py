@@ -30,6 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The load harness's own ledger logic (stdlib only), so the picture counts as the tests count.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "molecule" / "shared" / "tests"))
+
+from loadlib import ran_twice, task_starts  # noqa: E402  (molecule/shared/tests, put on the path above)
+from stacklib import longest_pause  # noqa: E402
+
 SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH = 1400
 PLOT_TOP = 90
@@ -63,18 +69,8 @@ class Band:
     host: str = ""
 
 
-def ran_twice(job: Job) -> bool:
-    numbers = [a[0] for a in job.get("attempts", [])]
-    return len(job.get("starts", [])) > 1 or len(numbers) != len(set(numbers))
-
-
 def is_lost(job: Job) -> bool:
     return not job.get("finishes")
-
-
-def task_starts(job: Job) -> list[float]:
-    """Every start of the task: its retried attempts' too."""
-    return [float(a[1]) for a in job.get("attempts", [])] + [float(s) for s in job.get("starts", [])]
 
 
 def per_second(times: list[float], t0: float, seconds: int) -> list[int]:
@@ -85,13 +81,6 @@ def per_second(times: list[float], t0: float, seconds: int) -> list[int]:
         if 0 <= i < seconds:
             counts[i] += 1
     return counts
-
-
-def longest_pause(starts: list[float], begin: float, end: float) -> float:
-    """Longest time in [begin, end] without a task start (window edges count as starts), as
-    molecule/shared/tests/stacklib.longest_pause measures it."""
-    points = [begin, *sorted(s for s in starts if begin <= s <= end), end]
-    return max((b - a for a, b in zip(points, points[1:])), default=0.0)
 
 
 def _span(pair: list[float]) -> tuple[float, float]:

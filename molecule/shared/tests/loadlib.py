@@ -134,6 +134,17 @@ print(json.dumps({k: sorted(q["name"] for q in v)
 """)
 
 
+def task_starts(job: dict) -> list[float]:
+    """Every start of a ledger job: a retried task's failed attempts too."""
+    return [float(t) for _number, t in job.get("attempts", [])] + [float(t) for t in job.get("starts", [])]
+
+
+def ran_twice(job: dict) -> bool:
+    """A ledger job ran more than once: two starts, or one attempt number twice."""
+    numbers = [n for n, _start in job.get("attempts", [])]
+    return len(job.get("starts", [])) > 1 or len(numbers) != len(set(numbers))
+
+
 def run_load_across(host, action, long_seconds: float = LONG_TASK_SECONDS, settle_seconds: float = 90,
                     rate: float = 3) -> dict:
     """The harness: load before, during and after `action(host)` (`rate` tasks a second); count
@@ -192,16 +203,11 @@ print(json.dumps({{job: dict(meta, starts=times("started", job), finishes=times(
     time.sleep(2)  # a task killed at the end would be redelivered: let it show
     jobs = ledger(host, read)
     broker = settled_broker_state(host)
-    # Every attempt is a task start: a retried task's failed attempts too.
     for j in jobs.values():
-        j["attempt_starts"] = [t for _number, t in j["attempts"]] + j["starts"]
+        j["attempt_starts"] = task_starts(j)
     starts = [s for j in jobs.values() for s in j["attempt_starts"]]
     eta_jobs = [j for j in jobs.values() if j["eta"]]
     retried = [j for j in jobs.values() if j.get("retries")]
-
-    def ran_twice(j: dict) -> bool:
-        numbers = [n for n, _start in j["attempts"]]
-        return len(j["starts"]) > 1 or len(numbers) != len(set(numbers))
 
     counts = {
         "sent": len(jobs),
