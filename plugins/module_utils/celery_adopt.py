@@ -397,9 +397,12 @@ def build_plan(units: Sequence[Mapping[str, Any]], holders: Sequence[Mapping[str
             what = "stop it before the collection's Flower starts, disable it"
         if not u["active"]:
             what = "(not running) " + what
-        lines.append("%s (celery %s%s): %s; move %s to %s" % (
-            u["unit"], u["kind"], ", runs as " + u["user"] if u["user"] else "", what,
-            u["fragment_path"] or "its unit file", kept_dir))
+        if u["fragment_path"].startswith("/etc/systemd/system/"):
+            files = "move %s (and its drop-ins) to %s" % (u["fragment_path"], kept_dir)
+        else:
+            files = "leave %s in place (not under /etc/systemd/system: a package's)" % (
+                u["fragment_path"] or "its unit file")
+        lines.append("%s (celery %s, runs as %s): %s; %s" % (u["unit"], u["kind"], u["user"], what, files))
         if u.get("broker_on_command_line"):
             lines.append("  %s has the broker URL on its command line (visible to every local user)"
                          % u["unit"])

@@ -23,6 +23,7 @@ description:
     connected as the C(default) user (CLIENT LIST). It speaks the Redis protocol itself, so it
     needs no redis-py on a host the redis role has not set up yet.
   - Returns a plan, one line per finding, and the units that run but are not in O(adopt_units).
+  - On a host not booted with systemd (no C(/run/systemd/system)) no units are searched.
   - Never changes anything.
 author:
   - taskstack.celery maintainers (@taskstack)
@@ -270,7 +271,9 @@ def main() -> None:
                   plan=[], redis={})
     try:
         units = []
-        if p["app"]:
+        # sd_booted(): without systemd as init there are no units to take over (and no
+        # systemctl to ask); ports and Redis are still looked at.
+        if p["app"] and os.path.isdir("/run/systemd/system"):
             names = service_units(module)
             shown = parse_systemctl_show(_run(module, "systemctl", "show", "--no-pager",
                                               "-p", ",".join(SHOW_PROPERTIES), *names)) if names else []

@@ -290,7 +290,8 @@ def test_the_plan_says_drain_then_stop_for_the_worker_and_its_beat():
     lines = plan(["celery-qventory.service", "flower.service"])["plan"]
     worker = next(line for line in lines if line.startswith("celery-qventory.service"))
     assert "drain celery@web1.example.com" in worker and "embedded beat" in worker
-    assert "/etc/systemd/system/celery-qventory.service to /etc/systemd/system/taskstack-adopted" in worker
+    assert "move /etc/systemd/system/celery-qventory.service (and its drop-ins) to /etc/systemd/system/taskstack-adopted" in worker
+    assert "runs as root" in worker
     assert any("broker URL on its command line" in line for line in lines)
     assert any(line.startswith("port 5555 (flower) is held by flower.service") and "freed" in line for line in lines)
 
