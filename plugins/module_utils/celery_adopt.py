@@ -421,8 +421,8 @@ def build_plan(units: Sequence[Mapping[str, Any]], holders: Sequence[Mapping[str
             continue
         if holder["unit"] and holder["unit"] in adopt_units:
             lines.append("port %d (%s) is held by %s on %s: freed when it stops, before the "
-                         "collection's %s starts" % (holder["port"], holder["service"], who,
-                                                    holder["address"], holder["service"]))
+                         "collection's %s starts"
+                         % (holder["port"], holder["service"], who, holder["address"], holder["service"]))
             continue
         conflicts.append(holder)
         lines.append("port %d (%s) is held by %s on %s, which this run does not take over: the run "

@@ -1,8 +1,10 @@
 """celery_adopt: what a runbook-made stack looks like in systemctl, ps, ss and CLIENT LIST text,
-and the plan made from it. The recorded text is what Debian 12 (systemd 252, iproute2 6.1,
-Redis 7.0.15) printed for a host set up the way the runbook describes."""
+and the plan made from it. The text in recorded_adopt/ has the format Debian 12 (systemd 252,
+iproute2 6.1, procps, Redis 7.0.15) prints, for a host set up the way the runbook describes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -28,114 +30,15 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_adopt impo
 )
 
 HOST = "web1.example.com"
+RECORDED = Path(__file__).parent / "recorded_adopt"
 
-SHOW = """\
-Id=celery-qventory.service
-LoadState=loaded
-ActiveState=active
-SubState=running
-UnitFileState=enabled
-FragmentPath=/etc/systemd/system/celery-qventory.service
-DropInPaths=
-MainPID=812
-User=
-ExecStart={ path=/opt/qventory/venv/bin/celery ; argv[]=/opt/qventory/venv/bin/celery -A qventory worker --concurrency=4 -B --loglevel INFO ; ignore_errors=no ; start_time=[Mon 2026-11-30 18:00:01 UTC] ; stop_time=[n/a] ; pid=812 ; code=(null) ; status=0/0 }
+SHOW = (RECORDED / "systemctl_show.txt").read_text()
 
-Id=flower.service
-LoadState=loaded
-ActiveState=active
-SubState=running
-UnitFileState=enabled
-FragmentPath=/etc/systemd/system/flower.service
-DropInPaths=
-MainPID=901
-User=
-ExecStart={ path=/opt/qventory/venv/bin/celery ; argv[]=/opt/qventory/venv/bin/celery -A qventory flower --address=0.0.0.0 --port=5555 --broker=redis://:hunter2@localhost:6379/0 ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
+SS = (RECORDED / "ss_ltnp.txt").read_text()
 
-Id=celery-qventory-worker@default-blue.service
-LoadState=loaded
-ActiveState=active
-SubState=running
-UnitFileState=enabled
-FragmentPath=/etc/systemd/system/celery-qventory-worker@.service
-DropInPaths=/etc/systemd/system/celery-qventory-worker@default-blue.service.d/pool.conf
-MainPID=1500
-User=celery
-ExecStart={ path=/opt/celery/venv/bin/celery ; argv[]=/opt/celery/venv/bin/celery -A qventory.celery:app worker -n default-blue@%%h ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
+PS = (RECORDED / "ps.txt").read_text()
 
-Id=celery-billing.service
-LoadState=loaded
-ActiveState=active
-SubState=running
-UnitFileState=enabled
-FragmentPath=/etc/systemd/system/celery-billing.service
-DropInPaths=
-MainPID=700
-User=billing
-ExecStart={ path=/usr/bin/python3 ; argv[]=/usr/bin/python3 -m celery -A billing.tasks worker ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
-
-Id=ssh.service
-LoadState=loaded
-ActiveState=active
-SubState=running
-UnitFileState=enabled
-FragmentPath=/lib/systemd/system/ssh.service
-DropInPaths=
-MainPID=300
-User=
-ExecStart={ path=/usr/sbin/sshd ; argv[]=/usr/sbin/sshd -D $SSHD_OPTS ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=300 ; code=(null) ; status=0/0 }
-
-Id=celerybeat-old.service
-LoadState=loaded
-ActiveState=inactive
-SubState=dead
-UnitFileState=disabled
-FragmentPath=/etc/systemd/system/celerybeat-old.service
-DropInPaths=
-MainPID=0
-User=celery
-ExecStart={ path=/opt/qventory/venv/bin/celery ; argv[]=/opt/qventory/venv/bin/celery --app=qventory beat -s /var/lib/celery/beat ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
-
-Id=gone.service
-LoadState=not-found
-ActiveState=inactive
-SubState=dead
-UnitFileState=
-FragmentPath=
-DropInPaths=
-MainPID=0
-User=
-ExecStart=
-"""
-
-SS = """\
-LISTEN 0      128          0.0.0.0:5555       0.0.0.0:*    users:(("celery",pid=901,fd=9))
-LISTEN 0      511        127.0.0.1:6379       0.0.0.0:*    users:(("redis-server",pid=455,fd=6))
-LISTEN 0      511            [::1]:6379          [::]:*    users:(("redis-server",pid=455,fd=7))
-LISTEN 0      128             [::]:5555          [::]:*    users:(("celery",pid=901,fd=10))
-LISTEN 0      4096         0.0.0.0:22         0.0.0.0:*    users:(("sshd",pid=300,fd=3))
-"""
-
-PS = """\
-    1     0 root     /lib/systemd/systemd
-  300     1 root     sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups
-  455     1 redis    /usr/bin/redis-server 127.0.0.1:6379
-  812     1 root     /opt/qventory/venv/bin/python3 /opt/qventory/venv/bin/celery -A qventory worker --concurrency=4 -B --loglevel INFO
-  813   812 root     /opt/qventory/venv/bin/python3 /opt/qventory/venv/bin/celery -A qventory worker --concurrency=4 -B --loglevel INFO
-  901     1 root     /opt/qventory/venv/bin/python3 /opt/qventory/venv/bin/celery -A qventory flower --address=0.0.0.0 --port=5555 --broker=redis://:hunter2@localhost:6379/0
-"""
-
-CLIENT_LIST = (
-    "id=3 addr=127.0.0.1:40412 laddr=127.0.0.1:6379 fd=8 name= age=120 idle=0 flags=N db=0 sub=0 psub=0 "
-    "ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 "
-    "tot-mem=1800 events=r cmd=brpop user=default redir=-1 resp=2\n"
-    "id=7 addr=127.0.0.1:40500 laddr=127.0.0.1:6379 fd=9 name= age=3 idle=3 flags=N db=0 sub=0 psub=0 "
-    "ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 "
-    "tot-mem=1800 events=r cmd=lpush user=celery redir=-1 resp=2\n"
-    "id=9 addr=127.0.0.1:40600 laddr=127.0.0.1:6379 fd=10 name= age=0 idle=0 flags=N db=0 sub=0 psub=0 "
-    "ssub=0 multi=-1 qbuf=26 qbuf-free=20448 argv-mem=10 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 "
-    "tot-mem=22426 events=r cmd=client|list user=default redir=-1 resp=2\n"
-)
+CLIENT_LIST = (RECORDED / "client_list.txt").read_text()
 
 OWN = ["celery-qventory-worker@*.service", "celery-qventory-beat.service", "celery-qventory-flower.service"]
 
