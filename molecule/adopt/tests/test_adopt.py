@@ -12,6 +12,8 @@ it uses the collection's environment file) and its second run.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -168,9 +170,9 @@ print(json.dumps(1))
     t_begin = time.time()
     lines: list[str] = []
     drain_waits = threading.Event()
-    import subprocess
-
-    proc = subprocess.Popen(converge_command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Unbuffered: the drain's progress lines must arrive while it waits, not at the end.
+    proc = subprocess.Popen(converge_command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def read_output():
         for line in proc.stdout:
@@ -181,7 +183,9 @@ print(json.dumps(1))
     reader = threading.Thread(target=read_output, daemon=True)
     reader.start()
     try:
-        assert drain_waits.wait(900), "".join(lines)[-4000:]
+        while not drain_waits.wait(1) and proc.poll() is None:
+            pass
+        assert drain_waits.is_set(), "the drain never reported the held task:\n" + "".join(lines)[-6000:]
         t_drain_seen = time.time()
         time.sleep(4)
         still_active = host.run("systemctl is-active celery-demo.service").stdout.strip()
