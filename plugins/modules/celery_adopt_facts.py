@@ -210,26 +210,34 @@ def read_cmdline(pid: int):
         return None
 
 
+def _exchange(conn: socket.socket, commands: list, pending: bytes) -> tuple[list, bytes]:
+    """Send the commands, read as many replies; return them and what was read beyond."""
+    conn.sendall(b"".join(resp_command(*c) for c in commands))
+    data = pending
+    replies: list = []
+    while len(replies) < len(commands):
+        try:
+            value, data = resp_parse(data)
+        except EOFError:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            continue
+        replies.append(value)
+    return replies, data
+
+
 def ask_redis(port: int, timeout: float = 3.0) -> dict:
-    """PING, CLIENT ID, INFO keyspace and CLIENT LIST as the default user, on 127.0.0.1:port."""
+    """PING as the default user on 127.0.0.1:port; only when it answers PONG, CLIENT ID, INFO
+    keyspace and CLIENT LIST (a server with a password counts one NOAUTH, not four)."""
     result = {"port": port, "answered": False, "anonymous": False, "keys": {}, "clients": [], "error": ""}
-    commands = [("PING",), ("CLIENT", "ID"), ("INFO", "keyspace"), ("CLIENT", "LIST")]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-            conn.sendall(b"".join(resp_command(*c) for c in commands))
-            data = b""
-            replies = []
-            while len(replies) < len(commands):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                while len(replies) < len(commands):
-                    try:
-                        value, data = resp_parse(data)
-                    except EOFError:
-                        break
-                    replies.append(value)
+            replies, rest = _exchange(conn, [("PING",)], b"")
+            if replies and replies[0] == "PONG":
+                more, rest = _exchange(conn, [("CLIENT", "ID"), ("INFO", "keyspace"), ("CLIENT", "LIST")], rest)
+                replies += more
     except OSError as exc:
         result["error"] = str(exc)
         return result

@@ -18,30 +18,41 @@ def bulk(text: str) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def serve(replies: bytes, chunk: int = 7):
-    """A one-connection server that reads the four commands, then sends `replies` in small
-    chunks (a reply split across reads must still be parsed)."""
+def serve(replies: list, chunk: int = 7):
+    """A one-connection server that answers each command it receives with the next reply, sent
+    in small chunks (a reply split across reads must still be parsed). It records how many
+    commands it got."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
+    seen = []
 
     def run():
         conn, _addr = server.accept()
         with conn:
+            answered = 0
             received = b""
-            while received.count(b"*") < 4:
-                received += conn.recv(4096)
-            for i in range(0, len(replies), chunk):
-                conn.sendall(replies[i:i + chunk])
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                received += data
+                while answered < received.count(b"*") and answered < len(replies):
+                    reply = replies[answered]
+                    answered += 1
+                    seen[:] = [answered]  # before the reply: the client may check right after it
+                    for i in range(0, len(reply), chunk):
+                        conn.sendall(reply[i:i + chunk])
         server.close()
 
     threading.Thread(target=run, daemon=True).start()
-    return server.getsockname()[1]
+    return server.getsockname()[1], seen
 
 
 def test_an_open_redis_reports_its_keys_and_the_other_anonymous_clients():
-    port = serve(b"+PONG\r\n:9\r\n" + bulk("# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0\r\ndb3:keys=1,expires=0\r\n")
-                 + bulk(CLIENTS))
+    port, _seen = serve([b"+PONG\r\n", b":9\r\n",
+                         bulk("# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0\r\ndb3:keys=1,expires=0\r\n"),
+                         bulk(CLIENTS)])
     found = ask_redis(port)
     assert found["answered"] and found["anonymous"]
     assert found["keys"] == {"db0": 4, "db3": 1}
@@ -50,9 +61,11 @@ def test_an_open_redis_reports_its_keys_and_the_other_anonymous_clients():
 
 
 def test_a_redis_with_a_password_is_not_anonymous_and_lists_nothing():
-    noauth = b"-NOAUTH Authentication required.\r\n"
-    found = ask_redis(serve(noauth * 4))
+    port, seen = serve([b"-NOAUTH Authentication required.\r\n"] * 4)
+    found = ask_redis(port)
     assert found["answered"] and not found["anonymous"]
+    # Only the PING was sent: one NOAUTH in the server's error statistics, not four.
+    assert seen == [1]
     assert found["clients"] == [] and found["keys"] == {}
     assert found["error"].startswith("NOAUTH")
 
