@@ -250,3 +250,11 @@ def test_keyspace_counts():
 def test_url_passwords_are_masked_wherever_they_are():
     assert mask_url_passwords("--broker=redis://u:p@h:1/0 x rediss://:pw@h/1") == \
         "--broker=redis://u:********@h:1/0 x rediss://:********@h/1"
+
+
+def test_a_packaged_unit_file_is_left_where_it_is():
+    units = found()
+    units["flower.service"] = dict(units["flower.service"], fragment_path="/lib/systemd/system/flower.service")
+    lines = plan(["celery-qventory.service", "flower.service"], units=units)["plan"]
+    flower = next(line for line in lines if line.startswith("flower.service (celery flower"))
+    assert "leave /lib/systemd/system/flower.service in place" in flower and "move" not in flower
