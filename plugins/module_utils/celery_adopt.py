@@ -365,6 +365,17 @@ def port_holders(listeners: Iterable[Mapping[str, Any]], ports: Mapping[str, int
     return list(unique.values())
 
 
+def attribute_unseen_holders(holders: list[dict[str, Any]], own_active: Mapping[str, Sequence[str]]) -> None:
+    """A listener ss shows without a process: ss -p reads /proc/<pid>/fd, which root may not
+    read for another user's process without CAP_SYS_PTRACE (a container's root). When one of the
+    collection's own units for that service is active (own_active: {service: [unit, ...]}), it is
+    taken for the holder, marked `assumed`; otherwise the holder stays unknown (a conflict)."""
+    for holder in holders:
+        if holder["pid"] is None and holder["unit"] is None and own_active.get(holder["service"]):
+            holder["unit"] = own_active[holder["service"]][0]
+            holder["assumed"] = True
+
+
 def build_plan(units: Sequence[Mapping[str, Any]], holders: Sequence[Mapping[str, Any]],
                adopt_units: Sequence[str], kept: Sequence[str], own_units: Mapping[str, Sequence[str]],
                kept_dir: str) -> dict[str, Any]:

@@ -17,7 +17,10 @@ description:
     collection's own units (O(exclude_units)).
   - For a running worker, the nodename comes from its own process's command line (what Celery
     saw, after systemd expanded the unit's specifiers), so a drain can name it exactly.
-  - Lists the processes that listen on the ports in O(ports), with their unit.
+  - Lists the processes that listen on the ports in O(ports), with their unit. A listener whose
+    process C(ss) cannot name (root without C(CAP_SYS_PTRACE), as in a container, cannot read
+    another user's file descriptors) is taken for an active unit of O(own_units) of that service,
+    if there is one (marked C(assumed)).
   - With O(redis_port), asks the Redis on 127.0.0.1 at that port, without credentials, whether
     it answers (anonymous access is on), how many keys each database holds, and which clients are
     connected as the C(default) user (CLIENT LIST). It speaks the Redis protocol itself, so it
@@ -155,6 +158,7 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_adopt impo
     SHOW_PROPERTIES,
     AdoptError,
     anonymous_clients,
+    attribute_unseen_holders,
     build_plan,
     find_celery_units,
     keyspace_keys,
@@ -192,6 +196,16 @@ def service_units(module: AnsibleModule) -> list[str]:
         if parts and parts[0].endswith(".service") and not parts[0].endswith("@.service"):
             names.add(parts[0])
     return sorted(names)
+
+
+def active_units(module: AnsibleModule, names: list) -> list:
+    """Which of the exactly named units (no patterns) are active."""
+    exact = [name for name in names if not set("*?[") & set(name)]
+    if not exact or not os.path.isdir("/run/systemd/system"):
+        return []
+    rc, out, _err = module.run_command(["systemctl", "is-active", *exact], environ_update={"LC_ALL": "C"})
+    del rc  # non-zero when any is inactive; the lines say which
+    return [name for name, state in zip(exact, out.splitlines()) if state.strip() == "active"]
 
 
 def read_cgroup_unit(pid: int):
@@ -298,6 +312,8 @@ def main() -> None:
                                {pid: read_cgroup_unit(pid) for pid in pids}, processes)
         kept = [name for name in p["adopt_units"] if os.path.exists(os.path.join(p["kept_dir"], name))]
         own = {k: list(v) for k, v in p["own_units"].items()}
+        if any(h["pid"] is None for h in holders):
+            attribute_unseen_holders(holders, {service: active_units(module, names) for service, names in own.items()})
         outcome = build_plan(units, holders, p["adopt_units"], kept, own, p["kept_dir"])
     except AdoptError as exc:
         module.fail_json(msg=str(exc), **result)

@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.taskstack.celery.plugins.module_utils.celery_adopt import (
     AdoptError,
     anonymous_clients,
+    attribute_unseen_holders,
     build_plan,
     celery_nodename,
     exec_start_argvs,
@@ -258,3 +259,14 @@ def test_a_packaged_unit_file_is_left_where_it_is():
     lines = plan(["celery-qventory.service", "flower.service"], units=units)["plan"]
     flower = next(line for line in lines if line.startswith("flower.service (celery flower"))
     assert "leave /lib/systemd/system/flower.service in place" in flower and "move" not in flower
+
+
+def test_a_listener_ss_cannot_name_is_the_collections_active_unit_or_a_conflict():
+    unseen = parse_ss_listeners("LISTEN 0 511 127.0.0.1:6384 0.0.0.0:*\n")
+    holders = port_holders(unseen, {"redis": 6384}, {}, {})
+    assert holders[0]["pid"] is None and holders[0]["unit"] is None
+    attribute_unseen_holders(holders, {"redis": []})
+    assert plan([], units={}, found_holders=holders)["conflicts"] == holders
+    attribute_unseen_holders(holders, {"redis": ["redis-server.service"]})
+    assert holders[0]["unit"] == "redis-server.service" and holders[0]["assumed"]
+    assert plan([], units={}, found_holders=holders)["conflicts"] == []
