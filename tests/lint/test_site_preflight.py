@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,26 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now. The preflight looks at what holds the Redis and
+    Flower ports of this machine (and asks a Redis there without a password): on ports of their
+    own the checks here do not depend on what else this machine runs (a Redis on 6379, another
+    scenario's Flower on 5555)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def own_ports() -> dict:
+    return {"redis_port": free_port(), "flower_port": free_port()}
+
+
 def run_site(tmp_path: Path, redis_vars: dict | None = None, worker_vars: dict | None = None,
              ) -> subprocess.CompletedProcess:
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {
         "all": {
-            "vars": {**local, "celery_app": "demo.app"},
+            "vars": {**local, "celery_app": "demo.app", **own_ports()},
             "children": {
                 "redis": {"hosts": {"broker": redis_vars or {}}},
                 # Both are this machine: the worker reaches the broker on loopback.
@@ -144,7 +159,7 @@ def preflight_results(tmp_path_factory) -> dict[str, str]:
     hosts |= {f"r{i}": case[0] for i, case in enumerate(BAD_REDIS_VALUES.values())}
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {"all": {
-        "vars": {**local, "celery_app": "demo.app", "celery_redis_address": "127.0.0.1"},
+        "vars": {**local, "celery_app": "demo.app", "celery_redis_address": "127.0.0.1", **own_ports()},
         "children": {
             # The good host first: it is the broker the worker hosts' checks look at.
             "redis": {"hosts": {"good": {}} | {h: v for h, v in hosts.items() if h.startswith("r")}},
