@@ -161,6 +161,14 @@ def test_step1_under_load_loses_nothing_runs_nothing_twice_and_never_refuses_the
         host.run(f"systemctl stop adopt-producer-{run}")
 
 
+def old_worker_log(host) -> str:
+    """What the runbook's worker said about the broker and its own state (a crash on a broker
+    restart, a warm shutdown waiting for a task), without the task lines and tracebacks."""
+    return host.run("journalctl -u celery-demo.service --no-pager -o short-precise | "
+                    "grep -E 'MainProcess|systemd|celery\\[[0-9]+\\]: [A-Za-z]+Error' | "
+                    "grep -vE 'demo.tasks|Task |Traceback' | tail -n 60").stdout
+
+
 def step1_under_load(host, run: str) -> None:
     time.sleep(5)
     # A task the old worker is running when its drain begins, released only once the drain has
@@ -194,7 +202,8 @@ print(json.dumps(1))
     try:
         while not drain_waits.wait(1) and proc.poll() is None:
             pass
-        assert drain_waits.is_set(), "the drain never reported the held task:\n" + "".join(lines)[-6000:]
+        assert drain_waits.is_set(), ("the drain never reported the held task:\n" + "".join(lines)[-6000:]
+                                      + "\nthe old worker's journal (tracebacks left out):\n" + old_worker_log(host))
         t_drain_seen = time.time()
         time.sleep(4)
         still_active = host.run("systemctl is-active celery-demo.service").stdout.strip()
