@@ -28,7 +28,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 # What `systemctl show` is asked for, for each unit (in this order on the command line).
 SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "FragmentPath",
-                   "DropInPaths", "MainPID", "User", "ExecStart")
+                   "DropInPaths", "MainPID", "User", "ExecStart", "WorkingDirectory", "EnvironmentFiles")
+# Properties systemctl show prints once per value (one command, one file): kept one per line.
+_REPEATED_PROPERTIES = ("ExecStart", "EnvironmentFiles")
 # Celery's global options that take a value (celery 5: before the subcommand; celery 4 took
 # them after it too, so both places are read).
 _GLOBAL_VALUE_OPTIONS = {"-A": "app", "--app": "app", "-b": "broker", "--broker": "broker",
@@ -67,8 +69,8 @@ def parse_systemctl_show(text: str) -> list[dict[str, str]]:
         key, sep, value = line.partition("=")
         if not sep:
             raise AdoptError("systemctl show printed a line without '=': %r" % line)
-        # ExecStart may appear once per command; keep them all, one per line.
-        if key in current and key == "ExecStart":
+        # ExecStart and EnvironmentFiles may appear once per value; keep them all, one per line.
+        if key in current and key in _REPEATED_PROPERTIES:
             current[key] += "\n" + value
         else:
             current[key] = value
@@ -316,12 +318,40 @@ def find_celery_units(shown: Iterable[Mapping[str, str]], app: str, hostname: st
                 # %% a percent sign); the process's own argv is what Celery saw: see
                 # nodename_from_process. This is the fallback when the unit is not running.
                 entry["nodename"] = celery_nodename(command.options.get("hostname"), hostname)
+                entry["helper"] = helper_target(unit, argv)
             if command.kind == "flower":
                 entry["port"] = int(command.options.get("port") or 5555)
                 entry["address"] = command.options.get("address") or "0.0.0.0"
             found.append(entry)
             break
     return found
+
+
+def venv_of_program(program: str) -> Optional[str]:
+    """The virtualenv a unit's command runs from: /opt/app/venv for /opt/app/venv/bin/celery (or
+    its bin/python); None for a bare name or anything not in a bin directory."""
+    head, _sep, _name = program.rpartition("/")
+    if not head.endswith("/bin"):
+        return None
+    return head[: -len("/bin")] or "/"
+
+
+def helper_target(unit: Mapping[str, str], argv: Sequence[str]) -> dict[str, Any]:
+    """How to ask the worker a unit runs with the unit's own virtualenv, working directory and
+    EnvironmentFile (celery_control's venv, app_dir and environment_file): what a drain needs
+    before the collection's virtualenv and credentials exist, through the broker the old worker
+    itself uses. Environment= is not read: its values (a broker password) would be in the
+    module's result; a worker whose broker is set only there or on its command line does not
+    answer the helper, and the takeover stops before any change."""
+    files = []
+    for line in unit.get("EnvironmentFiles", "").splitlines():
+        path = line.rsplit(" (ignore_errors=", 1)[0].strip()
+        if path:
+            files.append(path)
+    return {"venv": venv_of_program(argv[0]) if argv else None,
+            "app_dir": unit.get("WorkingDirectory", "").lstrip("-!") or "/",
+            # The helper reads one file: the last, whose values systemd lets override the others'.
+            "environment_file": files[-1] if files else None}
 
 
 def nodename_from_process(args: str, hostname: str) -> Optional[str]:
@@ -378,8 +408,13 @@ def attribute_unseen_holders(holders: list[dict[str, Any]], own_active: Mapping[
 
 def build_plan(units: Sequence[Mapping[str, Any]], holders: Sequence[Mapping[str, Any]],
                adopt_units: Sequence[str], kept: Sequence[str], own_units: Mapping[str, Sequence[str]],
-               kept_dir: str) -> dict[str, Any]:
+               kept_dir: str, broker_restart: bool = False) -> dict[str, Any]:
     """What the run does with what was found, and what it must refuse.
+
+    broker_restart: the run restarts Redis. A worker that loses the broker while it holds an
+    unacknowledged message can crash (kombu 5.7), so the old workers are drained and stopped
+    before the restart, through the broker they use, instead of once the collection's workers
+    consume (which need the restart: their ACL users).
 
     own_units: {"flower": patterns, "redis": patterns} of the units the collection itself runs
     on the port (a holder that is one of them is no conflict). kept: named units whose file is
@@ -398,7 +433,11 @@ def build_plan(units: Sequence[Mapping[str, Any]], holders: Sequence[Mapping[str
                              % (u["unit"], u["kind"]))
             continue
         beat = " and its embedded beat (-B)" if u.get("embedded_beat") else ""
-        if u["kind"] == "worker":
+        if u["kind"] == "worker" and broker_restart and u["active"]:
+            what = ("drain %s (stop consuming, wait for its tasks) before Redis restarts, then stop "
+                    "it%s (warm: SIGTERM to the main process), disable it; its queues wait in Redis "
+                    "until the collection's workers consume" % (u.get("nodename"), beat))
+        elif u["kind"] == "worker":
             what = ("drain %s (stop consuming, wait for its tasks) once the collection's workers "
                     "consume, then stop it%s (warm: SIGTERM to the main process), disable it"
                     % (u.get("nodename"), beat))

@@ -17,6 +17,10 @@ description:
     collection's own units (O(exclude_units)).
   - For a running worker, the nodename comes from its own process's command line (what Celery
     saw, after systemd expanded the unit's specifiers), so a drain can name it exactly.
+  - For a worker, C(helper) says how to ask it through the broker it uses itself, before the
+    collection's virtualenv and credentials exist (the virtualenv its command runs from, its
+    C(WorkingDirectory) and its last C(EnvironmentFile)). C(Environment=) is not read, so no
+    value of it ends up in the result.
   - Lists the processes that listen on the ports in O(ports), with their unit. A listener whose
     process C(ss) cannot name (root without C(CAP_SYS_PTRACE), as in a container, cannot read
     another user's file descriptors) is taken for an active unit of O(own_units) of that service,
@@ -79,6 +83,12 @@ options:
       - Ask the Redis on 127.0.0.1 at this port without credentials. V(0) does not ask.
     type: int
     default: 0
+  broker_restart:
+    description:
+      - The run restarts Redis (the fact C(redis_restart_pending) of the Redis hosts). The plan
+        then says that the running old workers are drained and stopped before the restart.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -115,6 +125,10 @@ units:
       fragment_path: /etc/systemd/system/celery-qventory.service
       main_pid: 812
       user: root
+      helper:
+        venv: /opt/qventory/venv
+        app_dir: /srv/qventory
+        environment_file: /etc/qventory/celery.env
 port_holders:
   description: Processes listening on the O(ports), with their unit (or none).
   returned: always
@@ -284,6 +298,7 @@ def main() -> None:
             ports=dict(type="dict", default={}),
             own_units=dict(type="dict", default={}),
             redis_port=dict(type="int", default=0),
+            broker_restart=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -314,7 +329,8 @@ def main() -> None:
         own = {k: list(v) for k, v in p["own_units"].items()}
         if any(h["pid"] is None for h in holders):
             attribute_unseen_holders(holders, {service: active_units(module, names) for service, names in own.items()})
-        outcome = build_plan(units, holders, p["adopt_units"], kept, own, p["kept_dir"])
+        outcome = build_plan(units, holders, p["adopt_units"], kept, own, p["kept_dir"],
+                             broker_restart=p["broker_restart"])
     except AdoptError as exc:
         module.fail_json(msg=str(exc), **result)
     result.update(units=units, port_holders=holders, kept=kept, **outcome)

@@ -28,6 +28,7 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_adopt impo
     resp_command,
     resp_parse,
     unit_from_cgroup,
+    venv_of_program,
 )
 
 HOST = "web1.example.com"
@@ -73,6 +74,22 @@ def test_the_runbook_worker_flower_and_a_disabled_beat_are_found_for_the_same_ap
     assert worker["active"] and worker["enabled"] and worker["user"] == "root"
     assert worker["nodename"] == "celery@" + HOST
     assert units["celerybeat-old.service"]["kind"] == "beat" and not units["celerybeat-old.service"]["active"]
+
+
+def test_an_old_worker_is_asked_with_its_own_venv_directory_and_environment_file():
+    helper = found()["celery-qventory.service"]["helper"]
+    assert helper == {"venv": "/opt/qventory/venv", "app_dir": "/srv/qventory",
+                      "environment_file": "/etc/qventory/celery.env"}
+
+
+@pytest.mark.parametrize("program, venv", [
+    ("/opt/app/venv/bin/celery", "/opt/app/venv"),
+    ("/opt/app/venv/bin/python3", "/opt/app/venv"),
+    ("celery", None),
+    ("/usr/local/celery", None),
+])
+def test_the_venv_is_the_directory_above_the_programs_bin(program, venv):
+    assert venv_of_program(program) == venv
 
 
 def test_the_collections_own_units_and_another_apps_worker_are_not_found():
@@ -198,6 +215,18 @@ def test_the_plan_says_drain_then_stop_for_the_worker_and_its_beat():
     assert "runs as root" in worker
     assert any("broker URL on its command line" in line for line in lines)
     assert any(line.startswith("port 5555 (flower) is held by flower.service") and "freed" in line for line in lines)
+
+
+def test_before_a_broker_restart_the_plan_drains_the_old_worker_first():
+    lines = build_plan(list(found().values()), holders(), ["celery-qventory.service", "flower.service"], [],
+                       {"flower": ["celery-qventory-flower.service"]}, "/etc/systemd/system/taskstack-adopted",
+                       broker_restart=True)["plan"]
+    worker = next(line for line in lines if line.startswith("celery-qventory.service"))
+    assert "drain celery@web1.example.com (stop consuming, wait for its tasks) before Redis restarts" in worker
+    assert "once the collection's workers consume" not in worker
+    without = next(line for line in plan(["celery-qventory.service", "flower.service"])["plan"]
+                   if line.startswith("celery-qventory.service"))
+    assert "before Redis restarts" not in without and "once the collection's workers consume" in without
 
 
 def test_a_port_held_by_a_unit_not_taken_over_is_a_conflict():
