@@ -95,7 +95,10 @@ def counts(host, run: str, where: dict, settle: float = 120) -> dict:
 
 
 def ticks(host, where: dict) -> list[float]:
-    return ledger(host, 'print(json.dumps([float(t) for t in db.lrange("demo:ticks", 0, -1)]))', where)
+    """When beat fired each tick (recorded as beat publishes it, demo/app.py). Not when a worker
+    ran it: step 1 pauses consumption between the old worker's drain and the new workers' start,
+    and the ticks the old beat fired meanwhile run in a burst once they consume."""
+    return ledger(host, 'print(json.dumps([float(t) for t in db.lrange("demo:tick_sent", 0, -1)]))', where)
 
 
 def redis_errors(host) -> str:

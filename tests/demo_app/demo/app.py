@@ -9,6 +9,7 @@ collection writes (CELERY_BROKER_URL, CELERY_RESULT_BACKEND), as for any app.
 import os
 
 from celery import Celery
+from celery.signals import before_task_publish
 
 # Like a Django app that opens its log file at import: every process that imports the app
 # leaves a trace named after its user id (a test checks that root never imports it).
@@ -42,3 +43,17 @@ app.conf.update(
     result_backend_max_retries=20,
     beat_schedule={"demo-tick": {"task": "demo.tasks.tick", "schedule": 2.0}},
 )
+
+
+@before_task_publish.connect
+def record_tick_fired(sender=None, **_kwargs):
+    """When beat fires the tick (in the process that publishes it, beat's own): the time it fired,
+    under demo:tick_sent. demo:ticks holds when a worker ran it, which is later by however long
+    the tick waited in the queue; a test of how often beat fires counts this list instead."""
+    if sender != "demo.tasks.tick":
+        return
+    import time
+
+    from demo.tasks import ledger
+
+    ledger().rpush("demo:tick_sent", f"{time.time():.3f}")
