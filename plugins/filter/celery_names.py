@@ -16,6 +16,13 @@ import re
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 SYSTEMD_DIR = "/etc/systemd/system"
+# Runtime units and drop-ins: gone at reboot. A temporary pool (taskstack.celery.backlog) lives
+# here, where no clean-up of the configured pools (which looks in SYSTEMD_DIR) ever looks.
+RUNTIME_SYSTEMD_DIR = "/run/systemd/system"
+# The instance suffix and the marker file of a temporary pool: never a colour, so neither
+# site.yml's clean-up of pools missing from the inventory nor a deploy ever names it.
+TEMPORARY = "temporary"
+TEMPORARY_MARKER = "taskstack-temporary-pool.json"
 FACTS_DIR = "/etc/ansible/facts.d"
 LOCK_DIR = "/run/lock"
 COLOURS = ("blue", "green")
@@ -56,6 +63,29 @@ def worker_dropin_dir(app_name: str, pool: Optional[str] = None, colour: Optiona
 def worker_nodename(pool: str, colour: str, host: str) -> str:
     """The Celery nodename of a pool instance on a host (its unit passes `<pool>-<colour>@%h`)."""
     return f"{worker_instance(pool, colour)}@{host}"
+
+
+def temporary_worker_instance(pool: str) -> str:
+    """A temporary pool's instance name, `<pool>-temporary`: it shares the worker unit template
+    (user, environment file, sandbox, warm stop) with the configured pools."""
+    return f"{pool}-{TEMPORARY}"
+
+
+def temporary_worker_unit(app_name: str, pool: str) -> str:
+    return f"celery-{app_name}-worker@{temporary_worker_instance(pool)}.service"
+
+
+def temporary_worker_dropin_dir(app_name: str, pool: str) -> str:
+    """The runtime drop-in directory of a temporary pool: its command line and its marker."""
+    return f"{RUNTIME_SYSTEMD_DIR}/{temporary_worker_unit(app_name, pool)}.d"
+
+
+def temporary_worker_marker(app_name: str, pool: str) -> str:
+    return f"{temporary_worker_dropin_dir(app_name, pool)}/{TEMPORARY_MARKER}"
+
+
+def temporary_worker_nodename(pool: str, host: str) -> str:
+    return f"{temporary_worker_instance(pool)}@{host}"
 
 
 def beat_unit(app_name: str) -> str:
@@ -131,6 +161,11 @@ class FilterModule:
             "dropin_dir": dropin_dir,
             "worker_dropin_dir": worker_dropin_dir,
             "worker_nodename": worker_nodename,
+            "temporary_worker_instance": temporary_worker_instance,
+            "temporary_worker_unit": temporary_worker_unit,
+            "temporary_worker_dropin_dir": temporary_worker_dropin_dir,
+            "temporary_worker_marker": temporary_worker_marker,
+            "temporary_worker_nodename": temporary_worker_nodename,
             "beat_unit": beat_unit,
             "flower_unit": flower_unit,
             "env_file": env_file,

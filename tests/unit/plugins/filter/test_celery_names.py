@@ -89,3 +89,17 @@ def test_blue_runs_from_the_first_path_and_green_from_the_second():
 def test_every_unit_has_its_drop_in_directory_beside_it():
     assert names.dropin_dir(names.beat_unit("demo")) == "/etc/systemd/system/celery-demo-beat.service.d"
     assert names.worker_dropin_dir("demo") == names.dropin_dir(names.worker_unit("demo"))
+
+
+def test_a_temporary_pool_is_never_matched_by_the_clean_up_of_configured_pools():
+    # site.yml's clean-up finds /etc/systemd/system/<worker_unit('*', live colour)>.d
+    import fnmatch
+
+    unit = names.temporary_worker_unit("demo", "backlog")
+    assert unit == "celery-demo-worker@backlog-temporary.service"
+    dropins = names.temporary_worker_dropin_dir("demo", "backlog")
+    assert not dropins.startswith(names.SYSTEMD_DIR + "/")
+    for colour in names.COLOURS:
+        assert not fnmatch.fnmatch(unit, names.worker_unit("demo", "*", colour))
+    assert names.temporary_worker_marker("demo", "backlog") == dropins + "/" + names.TEMPORARY_MARKER
+    assert names.temporary_worker_nodename("backlog", "%%h") == "backlog-temporary@%%h"
