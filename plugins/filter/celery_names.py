@@ -101,6 +101,16 @@ def env_file(app_name: str, config_dir: str) -> str:
     return f"{config_dir.rstrip('/')}/{app_name}.env"
 
 
+def health_command(app_name: str) -> str:
+    """The health command the worker role installs on a worker host (one line of JSON, exit 0/1)."""
+    return f"/usr/local/bin/celery-health-{app_name}"
+
+
+def health_config_file(app_name: str, config_dir: str) -> str:
+    """What the health command reads: the monitor login, the queues, the thresholds (0640)."""
+    return f"{config_dir.rstrip('/')}/{app_name}-health.json"
+
+
 def local_fact_name(app_name: str) -> str:
     """Name of the local fact that records the live colour (ansible_local[<name>])."""
     return "celery_" + app_name.replace("-", "_")
@@ -169,6 +179,8 @@ class FilterModule:
             "beat_unit": beat_unit,
             "flower_unit": flower_unit,
             "env_file": env_file,
+            "health_command": health_command,
+            "health_config_file": health_config_file,
             "local_fact_name": local_fact_name,
             "local_fact_file": local_fact_file,
             "deploy_lock_path": deploy_lock_path,

@@ -142,8 +142,11 @@ notes:
   - Runs on the Redis host (over its unix socket) or on any host that reaches it, such as a
     worker host; O(nodes) needs a host with the app's virtualenv.
   - The ACL user needs C(+info +llen +hlen) and read access to the keys (C(%R~*)). The
-    C(monitor) user of the C(taskstack.celery.redis) role has only C(+ping +info) so far; with
-    it the module fails with C(NOPERM). The examples use the role's admin user.
+    C(monitor) user of the C(taskstack.celery.redis) role has exactly that (and C(+ping)), and
+    no command that returns a value.
+  - The C(taskstack.celery.celery_worker) role installs a command on each worker host that runs
+    the same checks without Ansible (C(/usr/local/bin/celery-health-<app>)), and
+    C(taskstack.celery.status) shows them for a whole inventory.
 seealso:
   - module: taskstack.celery.celery_worker_info
   - module: taskstack.celery.redis_runtime
@@ -153,8 +156,8 @@ EXAMPLES = r"""
 - name: Check the broker and the queues from the Redis host
   taskstack.celery.celery_health:
     login_unix_socket: /run/redis/redis-server.sock
-    login_user: "{{ redis_admin_user }}"
-    login_password: "{{ redis_admin_password }}"
+    login_user: "{{ redis_monitor_user }}"
+    login_password: "{{ redis_monitor_password }}"
     queues: [default, bulk]
     max_queue_depth: 1000
     queue_max_depth:
@@ -166,8 +169,8 @@ EXAMPLES = r"""
 - name: Check the workers of this host too, then fail the play when something is wrong
   taskstack.celery.celery_health:
     login_host: redis.internal
-    login_user: "{{ redis_admin_user }}"
-    login_password: "{{ redis_admin_password }}"
+    login_user: monitor
+    login_password: "{{ redis_monitor_password }}"
     queues: [default]
     nodes:
       - default-blue@{{ ansible_facts['hostname'] }}

@@ -26,6 +26,11 @@ def test_an_unknown_colour_is_refused(colour):
         names.worker_unit("demo", "default", colour)
 
 
+def test_the_health_command_and_its_configuration_are_named_by_the_app():
+    assert names.health_command("demo") == "/usr/local/bin/celery-health-demo"
+    assert names.health_config_file("demo", "/etc/celery/") == "/etc/celery/demo-health.json"
+
+
 def test_a_pool_instance_needs_its_colour():
     with pytest.raises(ValueError, match="needs its colour"):
         names.worker_unit("demo", "default")
