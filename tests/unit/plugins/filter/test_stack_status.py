@@ -1,0 +1,67 @@
+"""The status playbook's table (plugins/filter/stack_status.py)."""
+
+from __future__ import annotations
+
+from ansible_collections.taskstack.celery.plugins.filter import stack_status as st
+
+SHOW = """Id=celery-demo-worker@default-blue.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+MainPID=4317
+
+Id=celery-demo-worker@slow-blue.service
+LoadState=loaded
+ActiveState=inactive
+SubState=dead
+MainPID=0
+
+Id=prometheus-redis-exporter.service
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+MainPID=0
+"""
+
+HEALTHY = {"healthy": True, "problems": [],
+           "nodes": {"default-blue@web1": {"ping": True, "active": 1, "reserved": 0, "scheduled": 0}},
+           "queues": {"celery": {"depth": 3, "max_depth": 1000}}, "unacked": {"count": 1},
+           "persistence": {"aof_enabled": True, "aof_last_write_status": "ok",
+                           "rdb_last_bgsave_status": "ok", "aof_delayed_fsync": 0,
+                           "used_memory": 100, "maxmemory": 1000, "memory_ratio": 0.1}}
+
+
+def test_systemctl_show_gives_units_with_pids_and_leaves_unknown_units_out():
+    assert st.systemctl_show_units(SHOW) == [
+        {"unit": "celery-demo-worker@default-blue.service", "active": "active", "sub": "running",
+         "pid": 4317},
+        {"unit": "celery-demo-worker@slow-blue.service", "active": "inactive", "sub": "dead",
+         "pid": None},
+    ]
+
+
+def test_a_healthy_worker_host_is_one_block_without_problems():
+    hostvars = {"web1": {"celery_worker_status": {"colour": "blue", "health": HEALTHY,
+                                                  "units": st.systemctl_show_units(SHOW)[:1]}}}
+    status = st.stack_status(["web1"], hostvars)
+    assert status["unhealthy"] == []
+    text = "\n".join(status["lines"])
+    assert "web1: healthy" in text and "pid 4317" in text and "queue celery: depth 3 (max 1000)" in text
+    assert "live colour blue" in text and "10% of maxmemory" in text
+
+
+def test_problems_of_the_health_command_and_an_inactive_redis_make_hosts_unhealthy():
+    sick = dict(HEALTHY, healthy=False, problems=["queue celery: depth 5 > max 4"])
+    hostvars = {
+        "web1": {"celery_worker_status": {"colour": "blue", "health": sick, "units": []}},
+        "redis1": {"redis_status": {"health": HEALTHY, "units": [
+            {"unit": "redis-server.service", "active": "failed", "sub": "failed", "pid": None}]}},
+    }
+    status = st.stack_status(["redis1", "web1"], hostvars)
+    assert status["unhealthy"] == ["redis1", "web1"]
+    assert "  PROBLEM: queue celery: depth 5 > max 4" in status["lines"]
+    assert "  PROBLEM: unit redis-server.service is failed" in status["lines"]
+
+
+def test_a_host_that_published_nothing_is_unhealthy():
+    assert st.stack_status(["gone"], {"gone": {}})["unhealthy"] == ["gone"]
