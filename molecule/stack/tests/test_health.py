@@ -19,10 +19,8 @@ import uuid
 
 import pytest
 import redis
-from stacklib import PROJECT, app_json, converge, credential, wait_for
+from stacklib import DEBIAN12_ONLY, PROJECT, app_json, converge, credential, wait_for
 
-DEBIAN12_ONLY = pytest.mark.skipif(os.environ.get("MOLECULE_DISTRO", "debian12") != "debian12",
-                                   reason="role logic, the same on every distro: Debian 12 only")
 pytestmark = DEBIAN12_ONLY
 
 REDIS_PORT = 6380

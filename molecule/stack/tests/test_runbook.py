@@ -18,9 +18,11 @@ import uuid
 
 import redis
 from loadlib import ledger, ran_twice, redis_port
-from stacklib import PROJECT, PlaybookRun, converge, converge_command, credential, wait_for
+from stacklib import DEBIAN12_ONLY, PROJECT, PlaybookRun, converge, converge_command, credential, wait_for
 
 PLAYBOOKS = PROJECT / "playbooks"
+
+pytestmark = DEBIAN12_ONLY
 
 
 def _names():
