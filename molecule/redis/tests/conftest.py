@@ -103,6 +103,18 @@ class PlaybookRun:
     def __repr__(self) -> str:
         return f"<playbook rc={self.rc} changed={self.changed} failed={self.failed} {self.seconds:.0f}s>"
 
+    @property
+    def changed_tasks(self) -> list[str]:
+        """The names of the tasks that reported a change, in order (what an assertion on
+        `changed` should print: the output's tail is only the failure and the profile)."""
+        tasks, task = [], "?"
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line[len("TASK ["):].split("]", 1)[0]
+            elif line.startswith("changed:"):
+                tasks.append(task)
+        return tasks
+
 
 def run_playbook(*args: str, extra_vars: dict | None = None, playbook: Path = CONVERGE) -> PlaybookRun:
     """Run a playbook against the scenario inventory as the converge step does."""

@@ -58,10 +58,16 @@ def test_celery_user_is_refused_admin_and_destructive_commands(command):
         client("celery").execute_command(*command)
 
 
-def test_monitor_user_reads_info_and_nothing_else():
+def test_monitor_user_reads_info_and_lengths_and_nothing_else():
+    """The health checks' user: INFO, and the length of a list or hash (a queue's depth, the
+    unacked count), never a value, never a write, never a setting."""
     monitor = client("monitor")
     assert monitor.info("persistence")["aof_enabled"] == 1
-    for command in (("GET", "x"), ("LLEN", "celery"), ("CONFIG", "GET", "*"), ("FLUSHALL",)):
+    assert monitor.llen("celery") >= 0
+    assert monitor.hlen("unacked") >= 0
+    for command in (("GET", "x"), ("LRANGE", "celery", "0", "-1"), ("HGETALL", "unacked"),
+                    ("LPUSH", "celery", "x"), ("DEL", "celery"), ("KEYS", "*"), ("CONFIG", "GET", "*"),
+                    ("FLUSHALL",)):
         with pytest.raises(redis.exceptions.NoPermissionError):
             monitor.execute_command(*command)
 

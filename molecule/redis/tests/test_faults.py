@@ -35,7 +35,7 @@ def test_a_file_redis_rejects_fails_the_run_and_the_broker_keeps_serving(admin, 
     producer.rpush("taskstack:test:faults", "before")
     run = run_playbook(extra_vars=extra_vars)
     assert run.rc != 0
-    assert run.changed == 0, run.output[-3000:]
+    assert run.changed == 0, run.changed_tasks
     failure = run.output.split("fatal:", 1)[-1]
     assert "This host's Redis refused the candidate" in failure and said in failure, failure[:3000]
     # The same files, the same process, serving the same user as before.
