@@ -13,7 +13,6 @@ Debian 12 only: the roles' logic is the same on every distro, and the suite keep
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 import uuid
 
