@@ -168,9 +168,21 @@ def run_helper(python: str, app_dir: str, env: Mapping[str, str], request: Mappi
 
     Raises CeleryControlError when it gives no usable answer; messages are redacted with secrets.
     """
-    budget = helper_time_budget(request) + 5.0  # the helper's own alarm fires first
+    # The helper's own alarm fires first.
+    return run_program(python, app_dir, env, helper_program(request), helper_time_budget(request) + 5.0,
+                       run_as=run_as, secrets=secrets, runner=runner)
+
+
+def run_program(python: str, app_dir: str, env: Mapping[str, str], program: str, budget: float,
+                run_as: Optional[str] = None, secrets: Sequence[str] = (),
+                runner: Callable[..., Any] = subprocess.run) -> dict[str, Any]:
+    """Run a helper program (Python source on stdin) in the app's venv, killed after budget
+    seconds, and return its answer: the JSON object on its last line, whose "ok" must be true.
+
+    Raises CeleryControlError when it gives no usable answer; messages are redacted with secrets.
+    """
     try:
-        proc = runner([python, "-"], input=helper_program(request), cwd=app_dir, env=dict(env),
+        proc = runner([python, "-"], input=program, cwd=app_dir, env=dict(env),
                       capture_output=True, text=True, timeout=budget, check=False,
                       **_run_as_arguments(run_as))
     except subprocess.TimeoutExpired:

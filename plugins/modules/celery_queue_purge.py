@@ -114,10 +114,9 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_control im
     TARGET_ARGUMENT_SPEC,
     CeleryControlError,
     HelperTarget,
-    _run_as_arguments,
+    run_program,
     venv_python,
 )
-from ansible_collections.taskstack.celery.plugins.module_utils.celery_environment import redact
 
 
 def argument_spec() -> dict:
@@ -142,24 +141,8 @@ def request_for(params: dict, check: bool) -> dict:
 def run(target: HelperTarget, request: dict, runner=subprocess.run) -> dict:
     budget = IMPORT_ALLOWANCE + 2 * request["connect_timeout"] + 30
     program = "%s\n\nmain(%r, %r)\n" % (inspect.getsource(celery_queue_program), json.dumps(request), budget)
-    try:
-        proc = runner([venv_python(target.venv), "-"], input=program, cwd=target.app_dir, env=dict(target.env),
-                      capture_output=True, text=True, timeout=budget + 5, check=False,
-                      **_run_as_arguments(target.run_as))
-    except subprocess.TimeoutExpired:
-        raise CeleryControlError("the helper did not finish within %.0f s and was killed" % budget, kind="timeout")
-    lines = [line for line in (proc.stdout or "").splitlines() if line.strip()]
-    try:
-        document = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        document = None
-    stderr = redact(proc.stderr or "", target.secrets)
-    if not isinstance(document, dict):
-        raise CeleryControlError("the helper exited %s without an answer" % proc.returncode, detail=stderr[-4000:])
-    if not document.get("ok"):
-        raise CeleryControlError(redact(str(document.get("message")), target.secrets),
-                                 kind=str(document.get("error", "helper_failed")), detail=stderr[-4000:])
-    return document
+    return run_program(venv_python(target.venv), target.app_dir, target.env, program, budget + 5,
+                       run_as=target.run_as, secrets=target.secrets, runner=runner)
 
 
 def main() -> None:
