@@ -282,8 +282,8 @@ replication:
   description:
     - This server's place in replication, from C(INFO replication). A replica that is not
       V(online) at the primary, or a replica whose link to its primary is not V(up), makes
-      RV(healthy) V(false): what it has not received is lost if the primary dies.
-    - A primary (RV(replication.role) V(primary)) lists RV(replication.replicas), each with
+      RV(healthy) V(false), as what it has not received is lost if the primary dies.
+    - A primary (C(role) V(primary)) lists C(replicas), each with
       C(address), C(state), C(behind_bytes) (the replication stream it has not confirmed) and
       C(lag_seconds) (since it last confirmed). A replica names its C(primary), C(link),
       C(offset) and C(last_io_seconds). A server without replicas is a primary with none.
