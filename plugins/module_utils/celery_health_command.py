@@ -6,7 +6,8 @@ The celery_worker role copies this file and celery_health.py side by side into a
 the host and installs /usr/local/bin/celery-health-<app>, which runs this file with the app's
 virtualenv python (it has celery and redis-py) and the path of its configuration:
 
-    {"redis": {host, port, db, tls, tls_ca_file, user, password}, "queues": [...],
+    {"redis": {host, port, db, tls, tls_ca_file, user, password[, sentinels, master_name,
+               sentinel_password]}, "queues": [...],
      "key_prefix": "", "priority_steps": [...], "thresholds": {...}, "pools": [...],
      "fact_file": ..., "env_file": ..., "run_as": "celery", "node_timeout": 1.0}
 
@@ -131,11 +132,38 @@ def drop_privileges(user: str) -> None:
     os.setuid(entry.pw_uid)
 
 
+def transport_options(config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The broker transport options of the bare app that pings the nodes: the key prefix, and
+    what the celery role's loader gives the app (TASKSTACK_CELERY_TRANSPORT_OPTIONS: Sentinel's
+    master_name and password), which this app, loading no app code and no loader, needs too."""
+    options: dict[str, Any] = {}
+    if config.get("key_prefix"):
+        options["global_keyprefix"] = config["key_prefix"]
+    options.update(json.loads(env.get("TASKSTACK_CELERY_TRANSPORT_OPTIONS") or "{}"))
+    return options
+
+
+def primary_address(login: Mapping[str, Any], sentinel_class: Any = None) -> tuple[str, int]:
+    """Where the Redis to read is: the configured host and port, or, with sentinels, the
+    primary they name now (it moves at a failover)."""
+    if not login.get("sentinels"):
+        return str(login.get("host", "127.0.0.1")), int(login.get("port", 6379))
+    if sentinel_class is None:
+        from redis.sentinel import Sentinel as sentinel_class  # type: ignore[no-redef]
+    sentinel = sentinel_class([(str(host), int(port)) for host, port in login["sentinels"]],
+                              sentinel_kwargs={"password": login.get("sentinel_password") or None,
+                                               "socket_timeout": 3},
+                              socket_timeout=3)
+    host, port = sentinel.discover_master(login["master_name"])
+    return str(host), int(port)
+
+
 def read_redis(config: Mapping[str, Any], keys: health.KombuKeys) -> dict[str, Any]:
     import redis
 
     login = config["redis"]
-    client = redis.Redis(host=login.get("host", "127.0.0.1"), port=int(login.get("port", 6379)),
+    host, port = primary_address(login)
+    client = redis.Redis(host=host, port=port,
                          db=int(login.get("db", 0)), username=login.get("user"),
                          password=login.get("password"), ssl=bool(login.get("tls")),
                          ssl_ca_certs=login.get("tls_ca_file") if login.get("tls") else None,
@@ -148,13 +176,14 @@ def read_redis(config: Mapping[str, Any], keys: health.KombuKeys) -> dict[str, A
         client.close()
 
 
-def ask_nodes(broker_url: str, config: Mapping[str, Any], nodes: list[str]) -> dict[str, Any]:
+def ask_nodes(broker_url: str, config: Mapping[str, Any], nodes: list[str],
+              options: Mapping[str, Any]) -> dict[str, Any]:
     """Ping the nodes; ask those that answered for their active/reserved/scheduled tasks."""
     from celery import Celery
 
     app = Celery("taskstack-health", broker=broker_url, set_as_current=False)
-    if config.get("key_prefix"):
-        app.conf.broker_transport_options = {"global_keyprefix": config["key_prefix"]}
+    if options:
+        app.conf.broker_transport_options = dict(options)
     timeout = float(config.get("node_timeout", 1.0))
     try:
         ping = app.control.inspect(destination=nodes, timeout=timeout).ping() or {}
@@ -173,7 +202,7 @@ def run(config_path: str) -> tuple[dict[str, Any], list[str]]:
     """(report, secrets): the report is healthy or names each problem."""
     with open(config_path, encoding="utf-8") as stream:
         config = json.load(stream)
-    secrets = [str(config.get("redis", {}).get("password") or "")]
+    secrets = [str(config.get("redis", {}).get(name) or "") for name in ("password", "sentinel_password")]
     env: dict[str, str] = {}
     if config.get("env_file"):
         with open(config["env_file"], encoding="utf-8") as stream:
@@ -200,7 +229,7 @@ def run(config_path: str) -> tuple[dict[str, Any], list[str]]:
     node_error = None
     if nodes:
         try:
-            inspection = ask_nodes(broker_url, config, nodes)
+            inspection = ask_nodes(broker_url, config, nodes, transport_options(config, env))
         except Exception as exc:
             node_error = "cannot ask the workers: %s: %s" % (type(exc).__name__, exc)
     report = health.evaluate(broker["queues"], broker["unacked"], broker["info"], limits,

@@ -25,9 +25,21 @@ def read_env_file(stream):
     return env
 
 
+def missing_transport_options(conf):
+    wanted = json.loads(os.environ.get("TASKSTACK_CELERY_TRANSPORT_OPTIONS") or "{}")
+    missing = []
+    for setting in ("broker_transport_options", "result_backend_transport_options"):
+        have = conf.get(setting) or {}
+        missing.extend(f"{setting}.{key}" for key, value in sorted(wanted.items()) if have.get(key) != value)
+    return missing
+
+
 def main(argv):
     app_name, app_dir = argv[1:3]
     os.environ.update(read_env_file(sys.stdin))
+    # The units' PYTHONPATH (the role's loader), which this interpreter started without.
+    for entry in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+        sys.path.insert(0, entry)
     sys.path.insert(0, app_dir)
     try:
         from celery.app.utils import find_app
@@ -54,6 +66,9 @@ def main(argv):
         "worker_disable_prefetch": bool(conf.get("worker_disable_prefetch", False)),
         "tasks": sorted(tasks),
         "task_time_limits": {name: task.time_limit or None for name, task in sorted(tasks.items())},
+        # The role's transport options (TASKSTACK_CELERY_TRANSPORT_OPTIONS) that did not reach
+        # the app's configuration, as `setting.key` names: never their values (a password).
+        "transport_options_missing": missing_transport_options(conf),
     }))
     return 0
 

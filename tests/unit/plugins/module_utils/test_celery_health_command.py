@@ -4,6 +4,7 @@ recorded replies of recorded_health.py: Redis and Celery stood in for, everythin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,8 +53,9 @@ def world_fixture(monkeypatch):
                 "unacked": cmd.health.collect_unacked(client, keys),
                 "info": cmd.health.collect_info(client)}
 
-    def ask_nodes(broker_url, config, nodes):
+    def ask_nodes(broker_url, config, nodes, options):
         world["asked"].append((broker_url, list(nodes)))
+        world["options"] = dict(options)
         replies = world["inspect"]
         counts = {fact: replies[fact] for fact in ("active", "reserved", "scheduled")}
         return cmd.inspection_from_replies(replies["ping"] or {}, counts)
@@ -137,3 +139,32 @@ def test_the_environment_file_is_read_as_the_celery_role_writes_it():
                                               ('{"live_colour": "red"}', "blue")])
 def test_live_colour_is_blue_unless_the_fact_says_green(text, colour):
     assert cmd.live_colour(text) == colour
+
+
+def test_the_nodes_are_asked_with_the_transport_options_of_the_environment_file(config, world, capsys):
+    """A sentinel:// broker URL is useless without master_name and the sentinels' password: the
+    bare app gets what the celery role's loader gives the app."""
+    env_file = Path(json.loads(config.read_text())["env_file"])
+    env_file.write_text(env_file.read_text()
+                        + 'TASKSTACK_CELERY_TRANSPORT_OPTIONS="{\\"master_name\\": \\"taskstack\\"}"\n')
+    run_main(config, capsys)
+    assert world["options"] == {"master_name": "taskstack"}
+
+
+class FakeSentinel:
+    def __init__(self, sentinels, sentinel_kwargs=None, **kwargs):
+        self.sentinels, self.sentinel_kwargs = sentinels, sentinel_kwargs
+
+    def discover_master(self, name):
+        assert name == "taskstack" and self.sentinel_kwargs["password"] == "spw"
+        return ("10.0.0.3", 6413)
+
+
+def test_with_sentinels_redis_is_read_on_the_primary_they_name():
+    login = {"host": "10.0.0.1", "port": 6411, "sentinels": [["127.0.0.1", 26411], ["127.0.0.1", 26412]],
+             "master_name": "taskstack", "sentinel_password": "spw"}
+    assert cmd.primary_address(login, FakeSentinel) == ("10.0.0.3", 6413)
+
+
+def test_without_sentinels_redis_is_read_where_configured():
+    assert cmd.primary_address({"host": "10.0.0.1", "port": 6411}, FakeSentinel) == ("10.0.0.1", 6411)
