@@ -66,12 +66,27 @@ def _worker_lines(status: Mapping[str, Any]) -> tuple[List[str], List[str]]:
     return lines, problems
 
 
+def _replication_lines(r: Mapping[str, Any]) -> List[str]:
+    """The primary and each replica's lag, or the replica's primary and link; nothing for a
+    primary without replicas (a single server)."""
+    if r.get("role") == "primary" and r.get("replicas"):
+        return ["    primary, replication offset %s" % r.get("offset")] + [
+            "    replica %s %s, %s bytes behind, lag %ss"
+            % (x.get("address"), x.get("state"), x.get("behind_bytes"), x.get("lag_seconds"))
+            for x in r["replicas"]]
+    if r.get("role") == "replica":
+        return ["    replica of %s, link %s, offset %s, last io %ss ago"
+                % (r.get("primary"), r.get("link"), r.get("offset"), r.get("last_io_seconds"))]
+    return []
+
+
 def _redis_lines(status: Mapping[str, Any]) -> tuple[List[str], List[str]]:
     health = status.get("health") or {}
     units = status.get("units") or []
     lines = ["  redis: %s" % _units_line(units)]
     if health.get("persistence"):
         lines.append("    " + _persistence_line(health["persistence"]))
+    lines += _replication_lines(health.get("replication") or {})
     problems = list(health.get("problems") or [])
     problems += ["unit %s is %s" % (u["unit"], u["active"]) for u in units if u["active"] != "active"]
     return lines, problems

@@ -120,9 +120,48 @@ def collect_info(client: Any, sections: Sequence[str] = INFO_SECTIONS) -> dict[s
     return merged
 
 
+def collect_replication(client: Any) -> dict[str, Any]:
+    """INFO replication as redis-py parses it, the primary's `slaveN` lines (dicts) kept."""
+    return {str(k): v for k, v in client.info("replication").items()}
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluation: facts against thresholds
 # --------------------------------------------------------------------------------------------
+
+
+def replication_health(info: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """This server's place in replication. A primary lists its replicas (address, state, how many
+    bytes of the replication stream they have not confirmed, seconds since they last did); a
+    replica names its primary and its link. A replica not online, or a replica's link not up, is
+    a problem: what it has not received is lost if the primary dies now. A primary without
+    replicas is a single server, which is no problem here."""
+    role = str(info.get("role", "unknown"))
+    if role == "master":
+        offset = as_int(info.get("master_repl_offset")) or 0
+        replicas = []
+        problems = []
+        for name, line in sorted(info.items()):
+            if not (name.startswith("slave") and name[5:].isdigit() and isinstance(line, Mapping)):
+                continue
+            replica = {"address": "%s:%s" % (line.get("ip"), line.get("port")),
+                       "state": str(line.get("state")),
+                       "behind_bytes": max(0, offset - (as_int(line.get("offset")) or 0)),
+                       "lag_seconds": as_int(line.get("lag"))}
+            replicas.append(replica)
+            if replica["state"] != "online":
+                problems.append("replica %s is %s (want online)" % (replica["address"], replica["state"]))
+        return {"role": "primary", "offset": offset, "replicas": replicas}, problems
+    if role == "slave":
+        link = str(info.get("master_link_status", "unknown"))
+        report = {"role": "replica",
+                  "primary": "%s:%s" % (info.get("master_host"), info.get("master_port")),
+                  "link": link,
+                  "offset": as_int(info.get("slave_repl_offset")),
+                  "last_io_seconds": as_int(info.get("master_last_io_seconds_ago"))}
+        problems = [] if link == "up" else ["link to the primary %s is %s (want up)" % (report["primary"], link)]
+        return report, problems
+    return {"role": role}, []
 
 
 def _count(info: Mapping[str, Any], fact: str) -> Optional[int]:
@@ -218,22 +257,26 @@ def persistence_health(info: Mapping[str, Any], thresholds: Thresholds
 def evaluate(queues: Mapping[str, Mapping[str, Any]], unacked: int, info: Mapping[str, Any],
              thresholds: Thresholds, keys: KombuKeys = KombuKeys(),
              expected_nodes: Sequence[str] = (),
-             inspection: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """{healthy, problems, nodes, queues, unacked, persistence} from the collected facts.
+             inspection: Optional[Mapping[str, Any]] = None,
+             replication: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """{healthy, problems, nodes, queues, unacked, persistence[, replication]} from the facts.
 
     queues: collect_queues(); unacked: collect_unacked(); info: collect_info();
-    expected_nodes and inspection: see node_health (no nodes expected: nothing checked).
+    expected_nodes and inspection: see node_health (no nodes expected: nothing checked);
+    replication: collect_replication() (None: not read, not reported).
     """
     nodes, node_problems = node_health(expected_nodes, inspection)
     queue_report, queue_problems = queue_health(queues, thresholds)
     unacked_report, unacked_problems = unacked_health(unacked, keys.unacked(), thresholds)
     persistence, persistence_problems = persistence_health(info, thresholds)
     problems = node_problems + queue_problems + unacked_problems + persistence_problems
-    return {
-        "healthy": not problems,
-        "problems": problems,
+    report = {
         "nodes": nodes,
         "queues": queue_report,
         "unacked": unacked_report,
         "persistence": persistence,
     }
+    if replication is not None:
+        report["replication"], replication_problems = replication_health(replication)
+        problems += replication_problems
+    return {"healthy": not problems, "problems": problems, **report}

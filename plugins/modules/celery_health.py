@@ -278,6 +278,22 @@ persistence:
     used_memory: 1542888
     maxmemory: 67108864
     memory_ratio: 0.023
+replication:
+  description:
+    - This server's place in replication, from C(INFO replication). A replica that is not
+      V(online) at the primary, or a replica whose link to its primary is not V(up), makes
+      RV(healthy) V(false), as what it has not received is lost if the primary dies.
+    - A primary (C(role) V(primary)) lists C(replicas), each with
+      C(address), C(state), C(behind_bytes) (the replication stream it has not confirmed) and
+      C(lag_seconds) (since it last confirmed). A replica names its C(primary), C(link),
+      C(offset) and C(last_io_seconds). A server without replicas is a primary with none.
+  returned: success
+  type: dict
+  sample:
+    role: primary
+    offset: 10452
+    replicas:
+      - {address: "10.0.0.2:6379", state: online, behind_bytes: 0, lag_seconds: 0}
 """
 
 from typing import Any, Mapping, Optional
@@ -297,6 +313,7 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_health imp
     Thresholds,
     collect_info,
     collect_queues,
+    collect_replication,
     collect_unacked,
     evaluate,
 )
@@ -365,7 +382,8 @@ def read_broker(params: Mapping[str, Any], keys: KombuKeys) -> dict[str, Any]:
     try:
         return {"queues": collect_queues(client, params["queues"], keys),
                 "unacked": collect_unacked(client, keys),
-                "info": collect_info(client)}
+                "info": collect_info(client),
+                "replication": collect_replication(client)}
     finally:
         client.close()
 
@@ -402,7 +420,8 @@ def main() -> None:
     except CeleryControlError as exc:
         module.fail_json(msg=str(exc), reason=exc.kind, helper_stderr=exc.detail)
     result = evaluate(broker["queues"], broker["unacked"], broker["info"], limits, keys=keys,
-                      expected_nodes=params["nodes"] or (), inspection=inspection)
+                      expected_nodes=params["nodes"] or (), inspection=inspection,
+                      replication=broker["replication"])
     module.exit_json(changed=False, **result)
 
 

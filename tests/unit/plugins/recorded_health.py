@@ -103,7 +103,8 @@ class FakeRedis:
 
     def __init__(self, persistence=None, memory=None, keys=None):
         self.sections = {"persistence": dict(persistence or INFO_PERSISTENCE_AOF),
-                         "memory": dict(memory or INFO_MEMORY)}
+                         "memory": dict(memory or INFO_MEMORY),
+                         "replication": dict(INFO_REPLICATION_ALONE)}
         self.keys = dict(KEYS if keys is None else keys)
         self.asked = []
 
@@ -118,3 +119,55 @@ class FakeRedis:
     def hlen(self, key):
         self.asked.append(("HLEN", key))
         return self.keys.get(key, 0)
+
+
+def _parsed(text: str) -> dict:
+    """INFO text as Redis 7.0 prints it, parsed by redis-py as the collectors get it."""
+    from redis._parsers.helpers import parse_info
+
+    return parse_info(text.replace("\n", "\r\n"))
+
+
+# INFO replication of a primary with one replica online and one still syncing.
+INFO_REPLICATION_PRIMARY = _parsed("""# Replication
+role:master
+connected_slaves:2
+slave0:ip=127.0.0.1,port=6412,state=online,offset=10452,lag=0
+slave1:ip=127.0.0.1,port=6413,state=wait_bgsave,offset=0,lag=1
+master_failover_state:no-failover
+master_replid:0f8c0d7a53e5e1bdd8e8b1b1a1a9b1c2d3e4f5a6
+master_replid2:0000000000000000000000000000000000000000
+master_repl_offset:10466
+second_repl_offset:-1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:10466
+""")
+
+# INFO replication of a replica whose primary went away.
+INFO_REPLICATION_REPLICA_DOWN = _parsed("""# Replication
+role:slave
+master_host:127.0.0.1
+master_port:6411
+master_link_status:down
+master_last_io_seconds_ago:-1
+master_sync_in_progress:0
+slave_read_repl_offset:10466
+slave_repl_offset:10466
+master_link_down_since_seconds:4
+slave_priority:100
+slave_read_only:1
+replica_announced:1
+connected_slaves:0
+master_failover_state:no-failover
+master_repl_offset:10466
+""")
+
+# A single server.
+INFO_REPLICATION_ALONE = _parsed("""# Replication
+role:master
+connected_slaves:0
+master_failover_state:no-failover
+master_repl_offset:0
+""")

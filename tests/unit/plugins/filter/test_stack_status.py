@@ -65,3 +65,17 @@ def test_problems_of_the_health_command_and_an_inactive_redis_make_hosts_unhealt
 
 def test_a_host_that_published_nothing_is_unhealthy():
     assert st.stack_status(["gone"], {"gone": {}})["unhealthy"] == ["gone"]
+
+
+def test_replication_shows_the_primary_with_each_replica_and_a_replica_with_its_link():
+    primary = {"role": "primary", "offset": 10466, "replicas": [
+        {"address": "127.0.0.1:6412", "state": "online", "behind_bytes": 14, "lag_seconds": 0}]}
+    replica = {"role": "replica", "primary": "127.0.0.1:6411", "link": "up", "offset": 10466,
+               "last_io_seconds": 1}
+    hostvars = {name: {"redis_status": {"units": [], "health": {"healthy": True, "problems": [],
+                                                                "replication": r}}}
+                for name, r in (("a", primary), ("b", replica))}
+    lines = st.stack_status(["a", "b"], hostvars)["lines"]
+    assert lines == ["a: healthy", "  redis: none", "    primary, replication offset 10466",
+                     "    replica 127.0.0.1:6412 online, 14 bytes behind, lag 0s",
+                     "b: healthy", "  redis: none", "    replica of 127.0.0.1:6411, link up, offset 10466, last io 1s ago"]

@@ -13,6 +13,7 @@ from ansible_collections.taskstack.celery.plugins.module_utils.celery_health imp
     Thresholds,
     collect_info,
     collect_queues,
+    collect_replication,
     collect_unacked,
     evaluate,
     memory_ratio,
@@ -25,6 +26,9 @@ from ansible_collections.taskstack.celery.tests.unit.plugins.recorded_health imp
     INFO_MEMORY_NO_LIMIT,
     INFO_PERSISTENCE_AOF,
     INFO_PERSISTENCE_RDB_ONLY,
+    INFO_REPLICATION_ALONE,
+    INFO_REPLICATION_PRIMARY,
+    INFO_REPLICATION_REPLICA_DOWN,
     INSPECT_BLUE_ONLY,
     INSPECT_NOBODY,
     FakeRedis,
@@ -222,3 +226,35 @@ def test_node_facts_are_what_the_helper_may_ask():
     )
 
     assert set(NODE_FACTS) <= set(INSPECT_FACTS)
+
+
+def replication_of(info):
+    server = FakeRedis()
+    server.sections["replication"] = info
+    return evaluate(thresholds=Thresholds(), replication=collect_replication(server), **facts(server))
+
+
+def test_a_primary_lists_its_replicas_and_one_not_online_is_a_problem():
+    result = replication_of(INFO_REPLICATION_PRIMARY)
+    assert result["replication"] == {"role": "primary", "offset": 10466, "replicas": [
+        {"address": "127.0.0.1:6412", "state": "online", "behind_bytes": 14, "lag_seconds": 0},
+        {"address": "127.0.0.1:6413", "state": "wait_bgsave", "behind_bytes": 10466, "lag_seconds": 1}]}
+    assert result["problems"] == ["replica 127.0.0.1:6413 is wait_bgsave (want online)"]
+    assert not result["healthy"]
+
+
+def test_a_replica_whose_link_is_down_is_a_problem():
+    result = replication_of(INFO_REPLICATION_REPLICA_DOWN)
+    assert result["replication"] == {"role": "replica", "primary": "127.0.0.1:6411", "link": "down",
+                                     "offset": 10466, "last_io_seconds": -1}
+    assert result["problems"] == ["link to the primary 127.0.0.1:6411 is down (want up)"]
+
+
+def test_a_single_server_is_a_primary_without_replicas_and_healthy():
+    result = replication_of(INFO_REPLICATION_ALONE)
+    assert result["replication"] == {"role": "primary", "offset": 0, "replicas": []}
+    assert result["healthy"]
+
+
+def test_replication_is_not_reported_unless_read():
+    assert "replication" not in evaluate(thresholds=Thresholds(), **facts(FakeRedis()))
