@@ -80,6 +80,24 @@ def _replication_lines(r: Mapping[str, Any]) -> List[str]:
     return []
 
 
+def _sentinel_lines(status: Mapping[str, Any]) -> tuple[List[str], List[str]]:
+    """What this host's sentinel names the primary, and the replicas and quorum it sees."""
+    view = status.get("view") or {}
+    units = status.get("units") or []
+    lines = ["  sentinel: %s" % _units_line(units)]
+    if view.get("primary"):
+        lines.append("    primary %s (%s), %s sentinels, quorum %s"
+                     % (view["primary"].get("address"), view["primary"].get("flags"), view.get("sentinels"),
+                        view.get("quorum")))
+        lines += ["    replica %s (%s), link %s, offset %s"
+                  % (r.get("address"), r.get("flags"), r.get("link"), r.get("offset")) for r in view.get("replicas") or []]
+    problems = list(view.get("problems") or [])
+    if not view and status.get("error"):
+        problems.append(status["error"])
+    problems += ["unit %s is %s" % (u["unit"], u["active"]) for u in units if u["active"] != "active"]
+    return lines, problems
+
+
 def _redis_lines(status: Mapping[str, Any]) -> tuple[List[str], List[str]]:
     health = status.get("health") or {}
     units = status.get("units") or []
@@ -100,10 +118,11 @@ def stack_status(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> Dict[str,
         block: List[str] = []
         problems: List[str] = []
         redis: Optional[Mapping[str, Any]] = facts.get("redis_status")
+        sentinel: Optional[Mapping[str, Any]] = facts.get("sentinel_status")
         worker: Optional[Mapping[str, Any]] = facts.get("celery_worker_status")
-        if redis is None and worker is None:
+        if redis is None and sentinel is None and worker is None:
             problems.append("no status (unreachable, or a status task failed)")
-        for status, describe in ((redis, _redis_lines), (worker, _worker_lines)):
+        for status, describe in ((redis, _redis_lines), (sentinel, _sentinel_lines), (worker, _worker_lines)):
             if status is not None:
                 more_lines, more_problems = describe(status)
                 block += more_lines

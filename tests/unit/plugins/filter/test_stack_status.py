@@ -79,3 +79,15 @@ def test_replication_shows_the_primary_with_each_replica_and_a_replica_with_its_
     assert lines == ["a: healthy", "  redis: none", "    primary, replication offset 10466",
                      "    replica 127.0.0.1:6412 online, 14 bytes behind, lag 0s",
                      "b: healthy", "  redis: none", "    replica of 127.0.0.1:6411, link up, offset 10466, last io 1s ago"]
+
+
+def test_a_sentinel_shows_the_primary_it_names_and_its_problems():
+    view = {"healthy": False, "problems": ["replica 127.0.0.1:6413 is s_down and disconnected"],
+            "primary": {"address": "127.0.0.1:6412", "flags": "master"}, "sentinels": 3, "quorum": 2,
+            "replicas": [{"address": "127.0.0.1:6413", "flags": "s_down,slave,disconnected", "link": "err",
+                          "offset": 0}]}
+    status = st.stack_status(["a"], {"a": {"sentinel_status": {"units": [], "view": view}}})
+    assert status == {"unhealthy": ["a"], "lines": [
+        "a: UNHEALTHY", "  sentinel: none", "    primary 127.0.0.1:6412 (master), 3 sentinels, quorum 2",
+        "    replica 127.0.0.1:6413 (s_down,slave,disconnected), link err, offset 0",
+        "  PROBLEM: replica 127.0.0.1:6413 is s_down and disconnected"]}
