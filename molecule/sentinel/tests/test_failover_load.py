@@ -152,10 +152,14 @@ def c(stack):
     own, and nothing else of the scenario needs it."""
     run = converge(playbook=LEDGER_PLAYBOOK)
     assert run.rc == 0, run.output[-3000:]
-    host = testinfra.get_host(f"docker://{stack.ledger_host}")
+    return testinfra.get_host(f"docker://{stack.ledger_host}")
+
+
+@pytest.fixture(autouse=True)
+def naive_urls(stack, all_nodes_replicating):
+    """TASKSTACK_SENTINEL_NAIVE=1: each test begins with Celery on the primary of the moment."""
     if NAIVE:
         plain_urls(stack)
-    return host
 
 
 def plain_urls(stack: Stack) -> None:
@@ -175,6 +179,9 @@ def plain_urls(stack: Stack) -> None:
         subprocess.run(["docker", "exec", "-i", name, "python3", "-c", script], input=base, text=True, check=True)
         if name in stack.workers:
             subprocess.run(["docker", "exec", name, "systemctl", "restart", "celery-demo-worker@*"], check=True)
+    host = testinfra.get_host(f"docker://{stack.ledger_host}")
+    wait_for(lambda: len(consuming_nodes(host)) == 2 * len(stack.workers), 60, interval=2,
+             what="the workers to consume on the plain URLs")
     print(f"NAIVE: Celery on redis:// URLs of {primary} (port {stack.nodes[primary]})")
 
 
@@ -468,6 +475,7 @@ def load_across_failover(stack: Stack, c, take_away, settle_seconds: float = VIS
                             and j["starts"][0] > published(j) + (j["countdown"] or 0) + LATE_SECONDS),
         "sent_inside_window": sum(1 for j in jobs.values() if opens <= published(j) <= closes),
         "lost_outside_window": sorted(k for k, j in lost.items() if not opens <= published(j) <= closes),
+        "sent_before_loss": sum(1 for j in jobs.values() if j["sent"] < lost_at),
         "producer_followed": producer_stopped,
         "sent_after_switch": sum(1 for j in jobs.values() if j["sent"] > switched_at),
         "started_after_switch": sum(1 for s in starts if s > switched_at),
@@ -504,11 +512,11 @@ def load_across_failover(stack: Stack, c, take_away, settle_seconds: float = VIS
 
 def assert_followed(counts: dict) -> None:
     """The load proves something, a replica took over, the workers and the producer followed."""
-    assert counts["sent"] > 20, "too little load to prove anything"
-    assert counts["long_task_ran_across"], "no long task ran across the failover"
+    assert counts["sent_before_loss"] >= 10, "too little load to prove anything"
     assert counts["producer_followed"], "the producer died of the failover: its publish never reached the new primary"
     assert counts["sent_after_switch"] > 0 and counts["started_after_switch"] > 0, "nothing ran after the switch"
     assert counts["nodes_consuming_after"] == counts["nodes_consuming_before"], "not every worker node came back"
+    assert counts["long_task_ran_across"], "no long task ran across the failover"
     assert counts["failover_s"] is not None and counts["failover_s"] <= FOLLOW_SECONDS, (
         f"the workers took {counts['failover_s']} s from the last task on the old primary to the first on the new"
         f" one, the sentinels switched {counts['loss_to_switch_s']} s after the loss (the journal excerpt says why)")
