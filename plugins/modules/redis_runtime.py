@@ -61,6 +61,13 @@ options:
     description: Wait until no BGSAVE and no AOF rewrite runs or is scheduled.
     type: bool
     default: false
+  rewrite_config_file:
+    description:
+      - When the live server was started on this file (C(config_file) of C(INFO server)) and
+        I(config) changed a setting, persist the running configuration there with
+        C(CONFIG REWRITE), as Sentinel does after a failover. For a server that owns its
+        configuration file (a replicated node's state file); omit otherwise.
+    type: path
   timeout:
     description: Seconds to wait for a rewrite or BGSAVE before failing.
     type: int
@@ -113,6 +120,10 @@ restart_reasons:
   returned: always
   type: list
   elements: str
+config_rewritten:
+  description: Whether the running configuration was persisted with CONFIG REWRITE (I(rewrite_config_file)).
+  returned: always
+  type: bool
 appendonly_switched:
   description: Whether AOF was switched at runtime (and the new files completed).
   returned: always
@@ -236,6 +247,14 @@ class Runtime:
                 raise RuntimeError("BGSAVE after disabling appendonly failed: %r" % info)
         return True
 
+    def rewrite_if_started_on(self, path: str) -> bool:
+        """CONFIG REWRITE when the server runs on the file at path (else the file it runs on is
+        not the one meant: a server started on another file is left alone)."""
+        if not started_on(flat_info(self.client, "server"), path):
+            return False
+        self.client.config_rewrite()
+        return True
+
     def apply_config(self, desired: dict, restart_only, check_mode: bool):
         changed, reasons = [], []
         fixed = ALWAYS_RESTART_ONLY | set(restart_only)
@@ -259,6 +278,10 @@ class Runtime:
                     continue
             changed.append(name)
         return changed, reasons
+
+
+def started_on(info: dict, path: str) -> bool:
+    return bool(path) and info.get("config_file") == path
 
 
 def endpoint(params) -> Endpoint:
@@ -287,6 +310,7 @@ def main() -> None:
             restart_only=dict(type="list", elements="str", default=[]),
             acl_load=dict(type="bool", default=False),
             wait_for_idle=dict(type="bool", default=False),
+            rewrite_config_file=dict(type="path"),
             timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
@@ -294,7 +318,7 @@ def main() -> None:
     require_redis(module)
     p = module.params
     result = dict(changed=False, changed_settings=[], restart_required=False, restart_reasons=[],
-                  appendonly_switched=False, persistence={}, redis_version="")
+                  appendonly_switched=False, persistence={}, redis_version="", config_rewritten=False)
     try:
         client = connect(p)
     except (OSError, RedisError) as exc:
@@ -309,6 +333,8 @@ def main() -> None:
             result["changed_settings"] = changed
             result["restart_reasons"] = reasons
             result["restart_required"] = bool(reasons)
+            if changed and p["rewrite_config_file"] and not module.check_mode:
+                result["config_rewritten"] = runtime.rewrite_if_started_on(p["rewrite_config_file"])
         if p["acl_load"] and not module.check_mode:
             try:
                 client.acl_load()

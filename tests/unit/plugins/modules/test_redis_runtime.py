@@ -219,3 +219,27 @@ def test_unreachable_server_is_not_retried_without_auth():
 def test_endpoint_names_no_password():
     where = Endpoint(username="admin", password="s3cret")
     assert "s3cret" not in repr(where) and "s3cret" not in where.describe()
+
+
+class FakeRedisOnFile(FakeRedis):
+    """A server started on config_file (INFO server), recording CONFIG REWRITE."""
+
+    def __init__(self, config_file, **kwargs):
+        super().__init__([state(config_file=config_file)], **kwargs)
+
+    def config_rewrite(self):
+        self.commands.append(("CONFIG", "REWRITE"))
+        return True
+
+
+def test_a_server_started_on_its_state_file_persists_what_changed_there():
+    server = FakeRedisOnFile("/var/lib/redis/redis-state.conf")
+    assert runtime(server).rewrite_if_started_on("/var/lib/redis/redis-state.conf") is True
+    assert server.commands == [("CONFIG", "REWRITE")]
+
+
+def test_a_server_started_on_another_file_is_not_rewritten():
+    # A standalone server runs on the role's /etc/redis/redis.conf, which only the role writes.
+    server = FakeRedisOnFile("/etc/redis/redis.conf")
+    assert runtime(server).rewrite_if_started_on("/var/lib/redis/redis-state.conf") is False
+    assert server.commands == []
